@@ -1,0 +1,131 @@
+//! Command line: `apikey-operator run` and `apikey-operator crd`. Every flag of `run` has an
+//! environment-variable twin.
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::hashing::HashParams;
+
+/// Kubernetes operator that turns ApiKey objects into client credentials in Secrets.
+#[derive(Debug, Parser)]
+#[command(name = "apikey-operator", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller against the cluster of the current kubeconfig or service account.
+    Run(RunArgs),
+    /// Print the ApiKey CustomResourceDefinition as YAML.
+    Crd,
+}
+
+/// Flags of `run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Namespace to watch; repeat for several. Default: all namespaces.
+    #[arg(long = "namespace", env = "APIKEY_NAMESPACES", value_delimiter = ',', value_parser = parse_namespace)]
+    pub namespaces: Vec<String>,
+
+    /// How many ApiKeys are reconciled at once.
+    #[arg(long, env = "APIKEY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+
+    /// argon2id memory cost in KiB.
+    #[arg(long, env = "APIKEY_ARGON2_MEMORY_KIB", default_value_t = HashParams::default().memory_kib, value_parser = clap::value_parser!(u32).range(8..))]
+    pub argon2_memory_kib: u32,
+
+    /// argon2id iterations.
+    #[arg(long, env = "APIKEY_ARGON2_ITERATIONS", default_value_t = HashParams::default().iterations, value_parser = clap::value_parser!(u32).range(1..))]
+    pub argon2_iterations: u32,
+
+    /// argon2id parallelism (lanes).
+    #[arg(long, env = "APIKEY_ARGON2_PARALLELISM", default_value_t = HashParams::default().parallelism, value_parser = clap::value_parser!(u32).range(1..=255))]
+    pub argon2_parallelism: u32,
+
+    /// Log format; `RUST_LOG` filters (default `info`).
+    #[arg(long, env = "APIKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The argon2id parameters given.
+    pub fn hash_params(&self) -> HashParams {
+        HashParams {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn parse_namespace(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a valid namespace name (a DNS-1123 label)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunArgs, String> {
+        let mut all = vec!["apikey-operator", "run"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
+            Command::Run(r) => Ok(r),
+            Command::Crd => unreachable!("run was parsed"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let r = parse(&[]).unwrap();
+        assert!(r.namespaces.is_empty());
+        assert_eq!(r.hash_params(), HashParams::default());
+        assert_eq!(r.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn repeatable_namespaces() {
+        let r = parse(&["--namespace", "a", "--namespace", "b,c"]).unwrap();
+        assert_eq!(r.namespaces, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        for (args, flag) in [
+            (vec!["--namespace", "Bad_NS"], "--namespace"),
+            (vec!["--concurrency", "0"], "--concurrency"),
+            (vec!["--argon2-memory-kib", "x"], "--argon2-memory-kib"),
+            (vec!["--argon2-iterations", "0"], "--argon2-iterations"),
+            (vec!["--log-format", "xml"], "--log-format"),
+        ] {
+            let err = parse(&args).unwrap_err();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The reconciler: reads an ApiKey, its siblings and its Secret, asks [`decision`] what must
+//! happen, and carries it out: write the Secret, update the status, record an event.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt as _, future};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde_json::json;
+use tracing::{debug, info, warn};
+
+use crate::crd::{ApiKey, ApiKeyStatus};
+use crate::credentials;
+use crate::decision::{self, IssueReason, Plan, SecretState};
+use crate::error::{Error, Result};
+use crate::hashing::Hasher;
+use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
+use crate::status::{self, Outcome};
+
+/// How often a healthy key is looked at again without any change (from the caches: no API call).
+const RESYNC: Duration = Duration::from_secs(3600);
+/// How often a key in SecretConflict checks whether the foreign Secret has gone (Secrets that are
+/// not ours are not watched, so nothing else would tell).
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+/// Delay before looking again at a key whose cached copy turned out stale.
+const STALE_RETRY: Duration = Duration::from_millis(200);
+/// First and largest delay after a failed reconcile; doubled on every consecutive failure.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// What every reconcile of one watched scope shares.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes events on ApiKeys.
+    pub recorder: Recorder,
+    /// argon2id on a bounded blocking pool.
+    pub hasher: Hasher,
+    /// Cache of the ApiKeys in scope (for the one-key-per-user rule).
+    pub keys: Store<ApiKey>,
+    /// Cache of the Secrets the operator manages (selected by label).
+    pub secrets: Store<Secret>,
+    /// Consecutive failures per ApiKey, for exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
+}
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Namespaces to watch; empty means all namespaces.
+    pub namespaces: Vec<String>,
+    /// Reconciles run at once (0 = unbounded).
+    pub concurrency: u16,
+    /// Identity in events (`reportingInstance`), usually the pod name.
+    pub instance: String,
+}
+
+/// Runs the controllers (one per watched namespace, or one for the whole cluster) until `shutdown`
+/// resolves; in-flight reconciles finish first.
+pub async fn run(
+    client: Client,
+    hasher: Hasher,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let scopes: Vec<Option<String>> = if settings.namespaces.is_empty() {
+        vec![None]
+    } else {
+        settings.namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        controller_for(
+            client.clone(),
+            hasher.clone(),
+            &settings,
+            ns,
+            shutdown.clone(),
+        )
+    });
+    future::join_all(controllers).await;
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn controller_for(
+    client: Client,
+    hasher: Hasher,
+    settings: &Settings,
+    namespace: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let keys_api: Api<ApiKey> = api(&client, ns);
+    let secrets_api: Api<Secret> = api(&client, ns);
+
+    // Only the Secrets we manage, selected by label: the cluster's other Secrets are never listed.
+    let (secrets, writer) = reflector::store();
+    let secret_events = watcher(
+        secrets_api,
+        watcher::Config::default().labels(MANAGED_SELECTOR),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .touched_objects();
+
+    let controller = Controller::new(keys_api.clone(), watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
+    );
+    let keys = controller.store();
+    let siblings = keys.clone();
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(settings.instance.clone()),
+            },
+        ),
+        client,
+        hasher,
+        keys,
+        secrets,
+        failures: Mutex::default(),
+    });
+    controller
+        .owns_stream(secret_events)
+        // When a key appears, changes or goes, the other keys of its user may change state
+        // (the next oldest becomes active when the active one is deleted).
+        .watches(
+            keys_api,
+            watcher::Config::default(),
+            move |changed: ApiKey| {
+                siblings
+                    .state()
+                    .into_iter()
+                    .filter(|k| {
+                        k.namespace() == changed.namespace()
+                            && k.spec.user == changed.spec.user
+                            && k.uid() != changed.uid()
+                    })
+                    .map(|k| ObjectRef::from_obj(&*k))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(e) = result {
+                warn!(error = %e, "reconcile failed");
+            }
+            future::ready(())
+        })
+        .await;
+}
+
+/// Reconciles one ApiKey.
+pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
+    let action = reconcile_key(&key, &ctx).await?;
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&ObjectRef::from_obj(&*key));
+    }
+    Ok(action)
+}
+
+/// On failure: back off exponentially per ApiKey (1s, 2s, 4s, ... up to 5 minutes) and retry.
+pub fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
+    let failures = ctx
+        .failures
+        .lock()
+        .map(|mut f| {
+            let n = f.entry(ObjectRef::from_obj(&*key)).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        })
+        .unwrap_or(1);
+    let delay = backoff(failures);
+    warn!(apikey = %ObjectRef::from_obj(&*key), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
+    if key.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = key
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let keys = ctx.keys.state();
+    let active = decision::active_for_user(key, keys.iter().map(|k| &**k));
+
+    // Decide from the caches first: a key with nothing to do costs no API call.
+    let cached = ctx
+        .secrets
+        .get(&ObjectRef::new(&key.secret_name()).within(&namespace));
+    let mut plan = decision::decide(
+        key,
+        active.clone(),
+        &SecretState::of(key, cached.as_deref()),
+    );
+    if cached.is_none() || matches!(plan, Plan::Issue { .. }) {
+        // Before acting, and when the cache cannot tell (a missing or foreign Secret is not in the
+        // label-selected cache), decide again on a fresh read, so a lagging cache never causes a
+        // rotation.
+        let fresh = secrets.get_opt(&key.secret_name()).await?;
+        plan = decision::decide(key, active, &SecretState::of(key, fresh.as_ref()));
+    }
+
+    let now = Time(Timestamp::now());
+    let (outcome_status, action) = match &plan {
+        Plan::Duplicate { active } => (
+            status::desired(key, &Outcome::Duplicate(active), &now),
+            Action::await_change(),
+        ),
+        Plan::Conflict => (
+            status::desired(key, &Outcome::Conflict, &now),
+            Action::requeue(CONFLICT_RECHECK),
+        ),
+        Plan::InSync(managed) => (
+            status::desired(key, &Outcome::Ready(managed), &now),
+            Action::requeue(RESYNC),
+        ),
+        Plan::Issue { reason, client_id } => {
+            let managed = issue(key, ctx, &secrets, *reason, client_id.clone(), &now).await?;
+            (
+                status::desired(key, &Outcome::Ready(&managed), &now),
+                Action::requeue(RESYNC),
+            )
+        }
+    };
+    if key.status.as_ref() == Some(&outcome_status) {
+        debug!(
+            apikey = %ObjectRef::from_obj(key),
+            resource_version = key.resource_version().unwrap_or_default(),
+            outcome = plan.name(),
+            "reconciled"
+        );
+        return Ok(action);
+    }
+    if !patch_status(key, ctx, &namespace, &outcome_status).await? {
+        // Our copy of the ApiKey was stale; look again once the watch has delivered the news.
+        debug!(apikey = %ObjectRef::from_obj(key), "status changed meanwhile; retrying");
+        return Ok(Action::requeue(STALE_RETRY));
+    }
+    let previous_reason = key.ready_condition().map(|c| c.reason.as_str());
+    if let Some(condition) = outcome_status.conditions.first()
+        && condition.status == "False"
+        && previous_reason != Some(condition.reason.as_str())
+    {
+        warn!(apikey = %ObjectRef::from_obj(key), reason = %condition.reason, "{}", condition.message);
+        publish(
+            ctx,
+            key,
+            EventType::Warning,
+            &condition.reason,
+            "WaitForChange",
+            &condition.message,
+        )
+        .await;
+    }
+    debug!(
+        apikey = %ObjectRef::from_obj(key),
+        resource_version = key.resource_version().unwrap_or_default(),
+        outcome = plan.name(),
+        "reconciled"
+    );
+    Ok(action)
+}
+
+/// Generates credentials for `reason`, hashes the secret off the runtime, and writes the Secret in
+/// one request: created when missing, replaced under a resourceVersion precondition otherwise.
+async fn issue(
+    key: &ApiKey,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    reason: IssueReason,
+    client_id: Option<String>,
+    now: &Time,
+) -> Result<ManagedSecret> {
+    let client_id = match client_id {
+        Some(id) => id,
+        None => credentials::generate_client_id()?,
+    };
+    let client_secret = credentials::generate_client_secret()?;
+    let hash = ctx.hasher.hash(client_secret.clone()).await?;
+    let creds = Credentials {
+        client_id,
+        client_secret,
+        hash,
+        handled_request: key.regenerate_request().map(Into::into),
+        rotated_at: now.clone(),
+    };
+    let name = key.secret_name();
+    let written = match reason {
+        IssueReason::Created | IssueReason::SecretDeleted => {
+            // create, never apply: if a Secret of that name appeared meanwhile, the API server
+            // refuses and the next reconcile sees it as foreign.
+            let secret = secret::build(key, &creds, None)?;
+            let pp = PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..PostParams::default()
+            };
+            secrets.create(&pp, &secret).await?
+        }
+        IssueReason::Regenerated | IssueReason::SecretAltered => {
+            // the precondition makes the write fail if the Secret changed since it was judged
+            let rv = secrets
+                .get_opt(&name)
+                .await?
+                .filter(|s| secret::is_controlled_by(s, key))
+                .and_then(|s| s.resource_version())
+                .ok_or(Error::MissingField("the Secret to replace"))?;
+            let secret = secret::build(key, &creds, Some(rv))?;
+            secrets
+                .patch(
+                    &name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await?
+        }
+    };
+    let message = reason.describe(&name);
+    info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, reason = reason.event_reason(), "{message}");
+    publish(
+        ctx,
+        key,
+        EventType::Normal,
+        reason.event_reason(),
+        reason.event_action(),
+        &message,
+    )
+    .await;
+    Ok(ManagedSecret::read(&written))
+}
+
+/// Applies `status` under a resourceVersion precondition (the version it was decided on), so that
+/// a decision taken on a stale copy is never written. `Ok(false)`: the precondition failed.
+async fn patch_status(
+    key: &ApiKey,
+    ctx: &Context,
+    namespace: &str,
+    status: &ApiKeyStatus,
+) -> Result<bool> {
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = json!({
+        "apiVersion": ApiKey::api_version(&()),
+        "kind": ApiKey::kind(&()),
+        "metadata": { "resourceVersion": key.resource_version() },
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &key.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    key: &ApiKey,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &key.object_ref(&())).await {
+        warn!(apikey = %ObjectRef::from_obj(key), error = %e, "could not record event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(30), BACKOFF_MAX);
+    }
+}

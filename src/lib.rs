@@ -1,0 +1,21 @@
+//! apikey-operator: turns `ApiKey` objects into client credentials in Secrets.
+//!
+//! The Kubernetes-free core ([`credentials`], [`decision`], [`secret`], [`status`]) decides and
+//! builds; [`controller`] is the glue that reads the cluster and writes what they return.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod controller;
+pub mod crd;
+pub mod credentials;
+pub mod decision;
+pub mod error;
+pub mod hashing;
+pub mod secret;
+pub mod status;
+
+#[cfg(test)]
+mod test_support;
+
+pub use error::{Error, Result};

@@ -1,0 +1,158 @@
+//! The ApiKey status the operator publishes, derived from a decision and the Secret; pure.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{ApiKey, ApiKeyStatus, READY_CONDITION};
+use crate::secret::ManagedSecret;
+
+/// Ready=True reason.
+pub const REASON_READY: &str = "KeyReady";
+/// Ready=False reason: another, older ApiKey is the active key for the same user.
+pub const REASON_DUPLICATE_USER: &str = "DuplicateUser";
+/// Ready=False reason: a Secret of the target name exists and is not controlled by this ApiKey.
+pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
+
+/// The outcome the status must show.
+#[derive(Clone, Debug)]
+pub enum Outcome<'a> {
+    /// The Secret holds these credentials.
+    Ready(&'a ManagedSecret),
+    /// Another ApiKey (named) is active for the user.
+    Duplicate(&'a str),
+    /// The Secret name is taken by a Secret that is not ours.
+    Conflict,
+}
+
+/// The status `key` should have for `outcome`. The `Ready` condition keeps its
+/// `lastTransitionTime` while its status, reason and message are unchanged, so a reconcile that
+/// changes nothing produces exactly the current status and writes nothing.
+pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus {
+    let current = key.status.clone().unwrap_or_default();
+    let secret_name = key.secret_name();
+    let generation = key.metadata.generation;
+    let (ready, reason, message, client_id, hash, rotated) = match outcome {
+        Outcome::Ready(m) => (
+            true,
+            REASON_READY,
+            format!("client credentials are in Secret {secret_name}"),
+            m.client_id.clone(),
+            m.hash.clone(),
+            m.rotated_at.clone(),
+        ),
+        Outcome::Duplicate(active) => (
+            false,
+            REASON_DUPLICATE_USER,
+            format!(
+                "ApiKey {active} is the active key for user {:?} in this namespace; this one gets no Secret while it exists",
+                key.spec.user
+            ),
+            None,
+            None,
+            None,
+        ),
+        // Keep the client id, so that the key keeps it once the name is free again; drop the hash:
+        // the Secret that held the secret is not ours, the key is revoked.
+        Outcome::Conflict => (
+            false,
+            REASON_SECRET_CONFLICT,
+            format!(
+                "Secret {secret_name} exists and is not controlled by this ApiKey; it is left untouched: delete it, or create a new ApiKey with another spec.secretName"
+            ),
+            current.client_id.clone(),
+            None,
+            None,
+        ),
+    };
+    let status = if ready { "True" } else { "False" };
+    let previous = current
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY_CONDITION);
+    let last_transition_time = previous
+        .filter(|c| c.status == status && c.reason == reason && c.message == message)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    ApiKeyStatus {
+        client_id,
+        secret_name: Some(secret_name),
+        secret_hash: hash,
+        last_rotated_at: rotated,
+        observed_generation: generation,
+        conditions: vec![Condition {
+            type_: READY_CONDITION.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message,
+            last_transition_time,
+            observed_generation: generation,
+        }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{key, managed, time};
+
+    #[test]
+    fn ready_status_mirrors_the_secret_and_has_no_plaintext() {
+        let k = key("web", "alice", 1);
+        let m = managed(&k, None);
+        let s = desired(&k, &Outcome::Ready(&m), &time(100));
+        assert_eq!(s.client_id, m.client_id);
+        assert_eq!(s.secret_hash, m.hash);
+        assert_eq!(s.secret_name.as_deref(), Some("web"));
+        assert_eq!(s.last_rotated_at, m.rotated_at);
+        assert_eq!(s.observed_generation, Some(1));
+        let c = &s.conditions[0];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+            ("Ready", "True", "KeyReady")
+        );
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains(m.client_secret.as_ref().unwrap().expose()));
+    }
+
+    #[test]
+    fn unchanged_outcome_gives_identical_status() {
+        let mut k = key("web", "alice", 1);
+        let m = managed(&k, None);
+        let first = desired(&k, &Outcome::Ready(&m), &time(100));
+        k.status = Some(first.clone());
+        let again = desired(&k, &Outcome::Ready(&m), &time(500));
+        assert_eq!(
+            first, again,
+            "same outcome later must not change the status"
+        );
+    }
+
+    #[test]
+    fn transition_moves_last_transition_time() {
+        let mut k = key("web", "alice", 1);
+        let m = managed(&k, None);
+        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100)));
+        let conflict = desired(&k, &Outcome::Conflict, &time(200));
+        let c = &conflict.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SecretConflict")
+        );
+        assert_eq!(c.last_transition_time, time(200));
+        assert_eq!(
+            conflict.secret_hash, None,
+            "a conflicted key publishes no hash"
+        );
+        assert_eq!(conflict.client_id, m.client_id, "but keeps its client id");
+    }
+
+    #[test]
+    fn duplicate_names_the_active_key() {
+        let k = key("b", "alice", 1);
+        let s = desired(&k, &Outcome::Duplicate("a"), &time(1));
+        let c = &s.conditions[0];
+        assert_eq!(c.reason, "DuplicateUser");
+        assert!(c.message.contains("ApiKey a"), "{}", c.message);
+        assert_eq!(s.client_id, None);
+        assert_eq!(s.secret_hash, None);
+    }
+}

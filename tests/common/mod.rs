@@ -1,0 +1,330 @@
+//! Shared harness of the end-to-end tests: the local control plane's kubectl, a fresh namespace per
+//! test (deleted afterwards), and the operator binary as a child process.
+//!
+//! The cluster comes from `tests/cluster/up` (the README's test command starts it); its kubeconfig
+//! is `$APIKEY_E2E_KUBECONFIG`, else `tests/cluster/.state/kubeconfig`. Without a cluster the tests
+//! fail, never skip.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Root of the repository.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The admin kubeconfig of the local control plane.
+pub fn kubeconfig() -> PathBuf {
+    let path = std::env::var_os("APIKEY_E2E_KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/cluster/.state/kubeconfig"));
+    assert!(
+        path.exists(),
+        "no cluster: {} is missing; start it with tests/cluster/up (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// The kubectl built with the control plane, so client and server versions match.
+pub fn kubectl_bin() -> PathBuf {
+    let bin = root().join("tests/cluster/.bin/kubectl");
+    assert!(
+        bin.exists(),
+        "{} is missing; run tests/cluster/up",
+        bin.display()
+    );
+    bin
+}
+
+/// A kubectl invocation against the local cluster.
+pub fn kubectl() -> Command {
+    let mut c = Command::new(kubectl_bin());
+    c.env("KUBECONFIG", kubeconfig());
+    c
+}
+
+/// Runs kubectl with `args`, optionally feeding `stdin`.
+pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    run_as(kubectl(), args, stdin)
+}
+
+/// Runs a prepared kubectl command with `args`.
+pub fn run_as(mut cmd: Command, args: &[&str], stdin: Option<&str>) -> Output {
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("kubectl runs");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    child.wait_with_output().expect("kubectl finishes")
+}
+
+/// Runs kubectl and returns stdout, failing the test with stderr if it fails.
+pub fn ok(args: &[&str]) -> String {
+    ok_with(args, None)
+}
+
+/// [`ok`] with stdin.
+pub fn ok_with(args: &[&str], stdin: Option<&str>) -> String {
+    let out = run(args, stdin);
+    assert!(
+        out.status.success(),
+        "kubectl {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs kubectl expecting failure and returns stderr.
+pub fn fails(args: &[&str], stdin: Option<&str>) -> String {
+    let out = run(args, stdin);
+    assert!(
+        !out.status.success(),
+        "kubectl {} should have failed, printed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A namespace of its own for one test, deleted (without waiting) when dropped.
+pub struct TempNamespace {
+    /// Its name.
+    pub name: String,
+}
+
+impl TempNamespace {
+    /// Creates `e2e-<prefix>-<random>`.
+    pub fn new(prefix: &str) -> Self {
+        use rand::TryRng as _;
+        let salt = rand::rngs::SysRng.try_next_u32().expect("random");
+        let name = format!("e2e-{prefix}-{:06x}", salt & 0xff_ffff);
+        ok(&["create", "namespace", &name]);
+        Self { name }
+    }
+
+    /// Runs kubectl in this namespace.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        ok(&all)
+    }
+
+    /// Runs kubectl in this namespace with stdin.
+    pub fn apply(&self, yaml: &str) -> String {
+        ok_with(&["-n", &self.name, "apply", "-f", "-"], Some(yaml))
+    }
+
+    /// Runs kubectl in this namespace expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        fails(&all, stdin)
+    }
+
+    /// `kubectl get <what> -o jsonpath=<path>`.
+    pub fn jsonpath(&self, what: &str, path: &str) -> String {
+        self.ok(&["get", what, "-o", &format!("jsonpath={path}")])
+    }
+}
+
+impl Drop for TempNamespace {
+    fn drop(&mut self) {
+        let _ = run(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+/// Polls `f` until it returns `Some`, for state only a poll can observe (such as a value changing
+/// inside a Secret); panics after `timeout`.
+pub fn eventually<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Writes `contents` to a file under the target directory and returns its path.
+pub fn scratch_file(name: &str, contents: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let path = dir.join(name);
+    std::fs::write(&path, contents).expect("write scratch file");
+    path
+}
+
+/// Kills the child when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Decodes base64 (standard alphabet) as kubectl prints Secret data.
+pub fn b64decode(s: &str) -> String {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .expect("valid base64");
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+/// Makes sure the ApiKey CRD from crds/ is installed and Established.
+pub fn install_crd() {
+    let crd = root().join("crds/apikey.dev_apikeys.yaml");
+    ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        crd.to_str().expect("utf-8 path"),
+    ]);
+    ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/apikeys.apikey.dev",
+        "--timeout=60s",
+    ]);
+}
+
+/// The operator binary running as a child process, scoped to one namespace, logging JSON to a file.
+pub struct Operator {
+    child: Option<KillOnDrop>,
+    log: PathBuf,
+    namespace: String,
+    extra: Vec<String>,
+}
+
+impl Operator {
+    /// Starts `apikey-operator run --namespace <ns>` with the admin kubeconfig.
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// Starts it with extra flags.
+    pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"));
+        let mut op = Self {
+            child: None,
+            log,
+            namespace: namespace.into(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        let _ = std::fs::remove_file(&op.log);
+        op.spawn();
+        op
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("operator log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_apikey-operator"))
+            .args([
+                "run",
+                "--namespace",
+                &self.namespace,
+                "--log-format",
+                "json",
+            ])
+            .args(&self.extra)
+            .env("KUBECONFIG", kubeconfig())
+            .env("RUST_LOG", "apikey_operator=debug,info")
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("operator starts");
+        self.child = Some(KillOnDrop(child));
+    }
+
+    /// Kills the operator (SIGKILL) and starts it again.
+    pub fn restart(&mut self) {
+        self.child = None;
+        self.spawn();
+    }
+
+    /// Everything the operator has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Marks the log's current end: [`Operator::records_since`] counts from there.
+    pub fn mark(&self) -> usize {
+        self.log().lines().count()
+    }
+
+    /// The JSON log records whose message is `message`.
+    pub fn records(&self, message: &str) -> Vec<serde_json::Value> {
+        self.records_since(0, message)
+    }
+
+    /// The JSON log records after line `mark` whose message is `message`.
+    pub fn records_since(&self, mark: usize, message: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .lines()
+            .skip(mark)
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == message)
+            .collect()
+    }
+
+    /// Waits until the operator, after log line `mark`, has reconciled ApiKey `name` as it is at
+    /// `resource_version`, and returns the outcome it logged (`in_sync`, `regenerated`, ...).
+    pub fn wait_reconciled(&self, mark: usize, name: &str, resource_version: &str) -> String {
+        let apikey = format!("ApiKey.v1alpha1.apikey.dev/{name}.{}", self.namespace);
+        eventually(
+            &format!("a reconcile of {name} at resourceVersion {resource_version}"),
+            Duration::from_secs(60),
+            || {
+                self.records_since(mark, "reconciled")
+                    .into_iter()
+                    .find_map(|r| {
+                        let f = &r["fields"];
+                        (f["apikey"] == apikey.as_str()
+                            && f["resource_version"] == resource_version)
+                            .then(|| f["outcome"].as_str().unwrap_or_default().to_string())
+                    })
+            },
+        )
+    }
+
+    /// Asserts that none of `secrets` appears anywhere in the operator's log.
+    pub fn assert_log_free_of(&self, secrets: &[String]) {
+        let log = self.log();
+        assert!(!log.is_empty(), "the operator logged nothing");
+        for s in secrets {
+            assert!(!s.is_empty());
+            assert!(
+                !log.contains(s.as_str()),
+                "a client secret appears in the operator's log"
+            );
+        }
+    }
+}

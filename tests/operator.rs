@@ -1,0 +1,422 @@
+//! End-to-end: the operator driven as users drive it, with kubectl, against the local control
+//! plane. Each test has its own namespace and its own operator process watching only it.
+
+mod common;
+
+use std::time::Duration;
+
+use apikey_operator::credentials::{ClientSecret, is_well_formed_client_id};
+use apikey_operator::hashing;
+use common::*;
+
+fn key_yaml(
+    name: &str,
+    user: &str,
+    labels: &str,
+    regenerate: Option<&str>,
+    secret_name: Option<&str>,
+) -> String {
+    let annotations = regenerate
+        .map(|v| format!("\n  annotations: {{apikey.dev/regenerate: \"{v}\"}}"))
+        .unwrap_or_default();
+    let secret = secret_name
+        .map(|s| format!("\n  secretName: {s}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: apikey.dev/v1alpha1\nkind: ApiKey\nmetadata:\n  name: {name}\n  labels: {{{labels}}}{annotations}\nspec:\n  user: {user}{secret}\n---\n"
+    )
+}
+
+/// (client_id, client_secret) from the Secret.
+fn credentials(ns: &TempNamespace, secret: &str) -> (String, String) {
+    let id = b64decode(&ns.jsonpath(&format!("secret/{secret}"), "{.data.client_id}"));
+    let s = b64decode(&ns.jsonpath(&format!("secret/{secret}"), "{.data.client_secret}"));
+    (id, s)
+}
+
+fn wait_ready(ns: &TempNamespace, keys: &[&str]) {
+    let mut args = vec!["wait", "--for=condition=Ready", "--timeout=90s"];
+    let refs: Vec<String> = keys.iter().map(|k| format!("apikey/{k}")).collect();
+    args.extend(refs.iter().map(String::as_str));
+    ns.ok(&args);
+}
+
+fn wait_reason(ns: &TempNamespace, key: &str, reason: &str) {
+    ns.ok(&[
+        "wait",
+        &format!("--for=jsonpath={{.status.conditions[?(@.type==\"Ready\")].reason}}={reason}"),
+        "--timeout=60s",
+        &format!("apikey/{key}"),
+    ]);
+}
+
+/// Waits (by watch) until the Secret answers regenerate request `value`.
+fn wait_handled(ns: &TempNamespace, secret: &str, value: &str) {
+    ns.ok(&[
+        "wait",
+        &format!(
+            "--for=jsonpath={{.metadata.annotations.apikey\\.dev/handled-regenerate}}={value}"
+        ),
+        "--timeout=90s",
+        &format!("secret/{secret}"),
+    ]);
+}
+
+/// Waits until the ApiKey's status describes what its Secret holds (same client id, a hash that
+/// verifies the client secret), then checks formats and that no plaintext is in the ApiKey.
+/// Returns (client_id, client_secret).
+fn assert_consistent(ns: &TempNamespace, key: &str, secret: &str) -> (String, String) {
+    let (id, value, hash) = eventually(
+        &format!("the status of {key} to describe Secret {secret}"),
+        Duration::from_secs(60),
+        || {
+            let (id, value) = credentials(ns, secret);
+            let status_id = ns.jsonpath(&format!("apikey/{key}"), "{.status.clientId}");
+            let hash = ns.jsonpath(&format!("apikey/{key}"), "{.status.secretHash}");
+            (status_id == id && hashing::verify(&value, &hash)).then_some((id, value, hash))
+        },
+    );
+    assert!(is_well_formed_client_id(&id), "client id {id}");
+    assert!(
+        ClientSecret::new(value.clone()).is_well_formed(),
+        "client secret format"
+    );
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    let object = ns.ok(&["get", "apikey", key, "-o", "json"]);
+    assert!(
+        !object.contains(&value),
+        "the plaintext must not be in the ApiKey"
+    );
+    (id, value)
+}
+
+/// How many Event objects with `reason` are about ApiKey `key` (a series counts once).
+fn events(ns: &TempNamespace, key: &str, reason: &str) -> usize {
+    ns.ok(&[
+        "get",
+        "events",
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.kind}/{.involvedObject.name}/{.reason}{\"\\n\"}{end}",
+    ])
+    .lines()
+    .filter(|l| *l == format!("ApiKey/{key}/{reason}"))
+    .count()
+}
+
+#[test]
+fn create_regenerate_by_selector_restart_and_reapply() {
+    install_crd();
+    let ns = TempNamespace::new("life");
+    let mut op = Operator::start(&ns.name);
+    // `b` is created with a regenerate annotation already present: that is not a second generation.
+    let manifest = [
+        key_yaml("a", "alice", "team: x", None, None),
+        key_yaml("b", "bob", "team: x", Some("initial"), None),
+        key_yaml("c", "carol", "team: web", None, Some("carol-creds")),
+    ]
+    .concat();
+    ns.apply(&manifest);
+    wait_ready(&ns, &["a", "b", "c"]);
+
+    let table = ns.ok(&["get", "apikeys"]);
+    for column in [
+        "USER",
+        "CLIENT ID",
+        "SECRET",
+        "READY",
+        "LAST ROTATED",
+        "AGE",
+    ] {
+        assert!(table.contains(column), "missing column {column}: {table}");
+    }
+    assert!(table.contains("carol-creds"));
+
+    let (a_id, a0) = assert_consistent(&ns, "a", "a");
+    let (b_id, b0) = assert_consistent(&ns, "b", "b");
+    let c = credentials(&ns, "carol-creds");
+    assert_eq!(
+        ns.jsonpath(
+            "secret/a",
+            "{.metadata.labels.app\\.kubernetes\\.io/managed-by}"
+        ),
+        "apikey-operator"
+    );
+    assert_eq!(
+        ns.jsonpath("secret/a", "{.metadata.ownerReferences[0].kind}"),
+        "ApiKey"
+    );
+    assert_eq!(
+        ns.jsonpath("secret/a", "{.metadata.ownerReferences[0].controller}"),
+        "true"
+    );
+    assert_eq!(events(&ns, "b", "Created"), 1);
+    assert_eq!(
+        events(&ns, "b", "Regenerated"),
+        0,
+        "an annotation present at creation is not a regeneration"
+    );
+
+    // Rotate only team=x, as a user would.
+    ns.ok(&[
+        "annotate",
+        "apikeys",
+        "-l",
+        "team=x",
+        "apikey.dev/regenerate=r1",
+        "--overwrite",
+    ]);
+    wait_handled(&ns, "a", "r1");
+    wait_handled(&ns, "b", "r1");
+    wait_ready(&ns, &["a", "b"]);
+    let (a_id1, a1) = assert_consistent(&ns, "a", "a");
+    let (b_id1, b1) = assert_consistent(&ns, "b", "b");
+    assert_eq!(
+        (a_id1.as_str(), b_id1.as_str()),
+        (a_id.as_str(), b_id.as_str()),
+        "client ids stay"
+    );
+    assert_ne!(a1, a0);
+    assert_ne!(b1, b0);
+    assert_eq!(
+        credentials(&ns, "carol-creds"),
+        c,
+        "an unselected key does not rotate"
+    );
+    assert_eq!(events(&ns, "a", "Regenerated"), 1);
+
+    // Restart: every key is looked at again and nothing rotates.
+    let mark = op.mark();
+    op.restart();
+    for k in ["a", "b", "c"] {
+        let rv = ns.jsonpath(&format!("apikey/{k}"), "{.metadata.resourceVersion}");
+        assert_eq!(
+            op.wait_reconciled(mark, k, &rv),
+            "in_sync",
+            "{k} after restart"
+        );
+    }
+    assert_eq!(
+        (credentials(&ns, "a").1, credentials(&ns, "b").1),
+        (a1.clone(), b1.clone())
+    );
+    assert_eq!(credentials(&ns, "carol-creds"), c);
+
+    // A GitOps re-apply of the same manifest (here with one more label, so the object changes and
+    // the operator must look at it) rotates nothing either.
+    let mark = op.mark();
+    ns.apply(&manifest.replace("team: x", "team: x, synced: done"));
+    for k in ["a", "b"] {
+        let rv = ns.jsonpath(&format!("apikey/{k}"), "{.metadata.resourceVersion}");
+        assert_eq!(
+            op.wait_reconciled(mark, k, &rv),
+            "in_sync",
+            "{k} after re-apply"
+        );
+    }
+    assert_eq!(credentials(&ns, "a").1, a1);
+    // b's manifest says regenerate=initial while the annotate above set r1: the re-apply puts the
+    // manifest's value back, which is a change of the annotation, so b rotates exactly once more.
+    wait_handled(&ns, "b", "initial");
+    let (_, b2) = assert_consistent(&ns, "b", "b");
+    assert_ne!(b2, b1);
+    assert_eq!(
+        events(&ns, "b", "Regenerated"),
+        2,
+        "r1, then initial: two regenerations"
+    );
+    assert_eq!(events(&ns, "a", "Regenerated"), 1, "a rotated once in all");
+
+    let describe = ns.ok(&["describe", "apikey", "a"]);
+    for needle in ["Created", "Regenerated", "apikey-operator"] {
+        assert!(
+            describe.contains(needle),
+            "describe lacks {needle}: {describe}"
+        );
+    }
+    op.assert_log_free_of(&[a0, a1, b0, b1, b2, c.1]);
+}
+
+#[test]
+fn duplicate_user_waits_and_takes_over() {
+    install_crd();
+    let ns = TempNamespace::new("dup");
+    let op = Operator::start(&ns.name);
+    ns.apply(&key_yaml("first", "dana", "", None, None));
+    wait_ready(&ns, &["first"]);
+    ns.apply(&key_yaml("second", "dana", "", None, None));
+    wait_reason(&ns, "second", "DuplicateUser");
+    let message = ns.jsonpath("apikey/second", "{.status.conditions[0].message}");
+    assert!(message.contains("ApiKey first"), "{message}");
+    assert_eq!(
+        ns.jsonpath("apikey/second", "{.status.conditions[0].status}"),
+        "False"
+    );
+    assert!(
+        ns.ok(&["get", "secrets", "-o", "name"])
+            .lines()
+            .all(|l| l != "secret/second")
+    );
+    assert_eq!(events(&ns, "second", "DuplicateUser"), 1);
+
+    ns.ok(&["delete", "apikey", "first"]);
+    wait_ready(&ns, &["second"]);
+    let (_, s) = assert_consistent(&ns, "second", "second");
+    op.assert_log_free_of(&[s]);
+}
+
+#[test]
+fn foreign_secret_is_never_touched() {
+    install_crd();
+    let ns = TempNamespace::new("foreign");
+    let op = Operator::start(&ns.name);
+    ns.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "taken",
+        "--from-literal=client_secret=theirs",
+    ]);
+    let before = ns.ok(&["get", "secret", "taken", "-o", "json"]);
+    ns.apply(&key_yaml("k", "erin", "", Some("x1"), Some("taken")));
+    wait_reason(&ns, "k", "SecretConflict");
+    assert_eq!(events(&ns, "k", "SecretConflict"), 1);
+    assert_eq!(ns.jsonpath("apikey/k", "{.status.secretHash}"), "");
+    // a regeneration request changes nothing for a key whose Secret name is taken
+    ns.ok(&[
+        "annotate",
+        "apikey",
+        "k",
+        "apikey.dev/regenerate=x2",
+        "--overwrite",
+    ]);
+    let rv = ns.jsonpath("apikey/k", "{.metadata.resourceVersion}");
+    assert_eq!(op.wait_reconciled(0, "k", &rv), "conflict");
+    assert_eq!(
+        ns.ok(&["get", "secret", "taken", "-o", "json"]),
+        before,
+        "byte for byte"
+    );
+
+    // once the name is free, the key gets its Secret
+    ns.ok(&["delete", "secret", "taken"]);
+    wait_ready(&ns, &["k"]);
+    let (_, s) = assert_consistent(&ns, "k", "taken");
+    op.assert_log_free_of(&[s]);
+}
+
+#[test]
+fn api_server_rejects_invalid_keys_and_changes() {
+    install_crd();
+    let ns = TempNamespace::new("cel");
+    let no_user =
+        "apiVersion: apikey.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: nouser}\nspec: {}\n";
+    let err = ns.fails(&["apply", "-f", "-"], Some(no_user));
+    assert!(err.contains("spec.user: Required value"), "{err}");
+    let err = ns.fails(
+        &["apply", "-f", "-"],
+        Some(&key_yaml("empty", "\"\"", "", None, None)),
+    );
+    assert!(err.contains("spec.user"), "{err}");
+    let err = ns.fails(
+        &["apply", "-f", "-"],
+        Some(&key_yaml("badname", "u", "", None, Some("Not_A_Name"))),
+    );
+    assert!(err.contains("spec.secretName"), "{err}");
+
+    ns.apply(&key_yaml("k", "frank", "", None, None));
+    let err = ns.fails(
+        &["apply", "-f", "-"],
+        Some(&key_yaml("k", "grace", "", None, None)),
+    );
+    assert!(err.contains("spec.user is immutable"), "{err}");
+    let err = ns.fails(
+        &["apply", "-f", "-"],
+        Some(&key_yaml("k", "frank", "", None, Some("elsewhere"))),
+    );
+    assert!(err.contains("spec.secretName is immutable"), "{err}");
+    assert_eq!(ns.jsonpath("apikey/k", "{.spec.user}"), "frank");
+}
+
+#[test]
+fn delete_by_selector_removes_exactly_those_secrets() {
+    install_crd();
+    let ns = TempNamespace::new("del");
+    let op = Operator::start(&ns.name);
+    ns.apply(
+        &[
+            key_yaml("p1", "u1", "team: payments", None, None),
+            key_yaml("p2", "u2", "team: payments", None, None),
+            key_yaml("o1", "u3", "team: other", None, None),
+        ]
+        .concat(),
+    );
+    wait_ready(&ns, &["p1", "p2", "o1"]);
+    let kept = credentials(&ns, "o1");
+    ns.ok(&["delete", "apikeys", "-l", "team=payments"]);
+    ns.ok(&[
+        "wait",
+        "--for=delete",
+        "secret/p1",
+        "secret/p2",
+        "--timeout=90s",
+    ]);
+    assert_eq!(credentials(&ns, "o1"), kept);
+    assert_eq!(
+        ns.ok(&["get", "apikeys", "-o", "name"]).trim(),
+        "apikey.apikey.dev/o1"
+    );
+    op.assert_log_free_of(&[kept.1]);
+}
+
+#[test]
+fn deleted_or_altered_secret_is_repaired_with_the_same_client_id() {
+    install_crd();
+    let ns = TempNamespace::new("repair");
+    let op = Operator::start(&ns.name);
+    ns.apply(&key_yaml("k", "heidi", "", None, None));
+    wait_ready(&ns, &["k"]);
+    let (id, s0) = assert_consistent(&ns, "k", "k");
+
+    ns.ok(&["delete", "secret", "k"]);
+    ns.ok(&["wait", "--for=create", "secret/k", "--timeout=60s"]);
+    let s1 = eventually(
+        "a repaired, consistent key",
+        Duration::from_secs(60),
+        || {
+            let hash = ns.jsonpath("apikey/k", "{.status.secretHash}");
+            let (i, s) = credentials(&ns, "k");
+            (hashing::verify(&s, &hash) && i == id).then_some(s)
+        },
+    );
+    assert_ne!(s1, s0);
+    assert_eq!(events(&ns, "k", "Repaired"), 1);
+
+    ns.ok(&[
+        "patch",
+        "secret",
+        "k",
+        "-p",
+        r#"{"stringData":{"client_secret":"typed-by-hand"}}"#,
+    ]);
+    let s2 = eventually("the hand edit repaired", Duration::from_secs(60), || {
+        let (_, s) = credentials(&ns, "k");
+        (s != "typed-by-hand").then_some(s)
+    });
+    wait_ready(&ns, &["k"]);
+    let (id2, s2b) = eventually("status caught up", Duration::from_secs(60), || {
+        let hash = ns.jsonpath("apikey/k", "{.status.secretHash}");
+        hashing::verify(&s2, &hash).then(|| credentials(&ns, "k"))
+    });
+    assert_eq!(id2, id, "the client id survives repairs");
+    assert_eq!(s2b, s2);
+    assert_ne!(s2, s1);
+    let describe = ns.ok(&["describe", "apikey", "k"]);
+    assert!(
+        describe.contains("was deleted") && describe.contains("altered by hand"),
+        "{describe}"
+    );
+    op.assert_log_free_of(&[s0, s1, s2]);
+}
