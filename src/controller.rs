@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, future};
 use k8s_openapi::api::core::v1::Secret;
@@ -23,6 +23,7 @@ use crate::credentials;
 use crate::decision::{self, IssueReason, Plan, SecretState};
 use crate::error::{Error, Result};
 use crate::hashing::Hasher;
+use crate::metrics::Metrics;
 use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
 use crate::status::{self, Outcome};
 
@@ -49,8 +50,32 @@ pub struct Context {
     pub keys: Store<ApiKey>,
     /// Cache of the Secrets the operator manages (selected by label).
     pub secrets: Store<Secret>,
+    /// Metrics shared by all scopes.
+    pub metrics: Arc<Metrics>,
     /// Consecutive failures per ApiKey, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
+}
+
+impl Context {
+    /// A context over these parts.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        hasher: Hasher,
+        keys: Store<ApiKey>,
+        secrets: Store<Secret>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            hasher,
+            keys,
+            secrets,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
 }
 
 /// Settings of the controller.
@@ -69,6 +94,7 @@ pub struct Settings {
 pub async fn run(
     client: Client,
     hasher: Hasher,
+    metrics: Arc<Metrics>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
@@ -81,6 +107,7 @@ pub async fn run(
         controller_for(
             client.clone(),
             hasher.clone(),
+            metrics.clone(),
             &settings,
             ns,
             shutdown.clone(),
@@ -102,6 +129,7 @@ where
 async fn controller_for(
     client: Client,
     hasher: Hasher,
+    metrics: Arc<Metrics>,
     settings: &Settings,
     namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -125,20 +153,16 @@ async fn controller_for(
     );
     let keys = controller.store();
     let siblings = keys.clone();
-    let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(settings.instance.clone()),
-            },
-        ),
-        client,
-        hasher,
-        keys,
-        secrets,
-        failures: Mutex::default(),
-    });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: Some(settings.instance.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client, recorder, hasher, keys, secrets, metrics,
+    ));
     controller
         .owns_stream(secret_events)
         // When a key appears, changes or goes, the other keys of its user may change state
@@ -172,11 +196,22 @@ async fn controller_for(
 
 /// Reconciles one ApiKey.
 pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
-    let action = reconcile_key(&key, &ctx).await?;
-    if let Ok(mut failures) = ctx.failures.lock() {
-        failures.remove(&ObjectRef::from_obj(&*key));
+    let started = Instant::now();
+    match reconcile_key(&key, &ctx).await {
+        Ok((action, outcome)) => {
+            ctx.metrics
+                .reconciled(outcome, started.elapsed().as_secs_f64());
+            if let Ok(mut failures) = ctx.failures.lock() {
+                failures.remove(&ObjectRef::from_obj(&*key));
+            }
+            Ok(action)
+        }
+        Err(e) => {
+            ctx.metrics
+                .failed(e.metric_label(), started.elapsed().as_secs_f64());
+            Err(e)
+        }
     }
-    Ok(action)
 }
 
 /// On failure: back off exponentially per ApiKey (1s, 2s, 4s, ... up to 5 minutes) and retry.
@@ -200,9 +235,9 @@ fn backoff(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
 }
 
-async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
+async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static str)> {
     if key.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), "deleting"));
     }
     let namespace = key
         .namespace()
@@ -257,12 +292,12 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
             outcome = plan.name(),
             "reconciled"
         );
-        return Ok(action);
+        return Ok((action, plan.name()));
     }
     if !patch_status(key, ctx, &namespace, &outcome_status).await? {
         // Our copy of the ApiKey was stale; look again once the watch has delivered the news.
         debug!(apikey = %ObjectRef::from_obj(key), "status changed meanwhile; retrying");
-        return Ok(Action::requeue(STALE_RETRY));
+        return Ok((Action::requeue(STALE_RETRY), "stale"));
     }
     let previous_reason = key.ready_condition().map(|c| c.reason.as_str());
     if let Some(condition) = outcome_status.conditions.first()
@@ -286,7 +321,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<Action> {
         outcome = plan.name(),
         "reconciled"
     );
-    Ok(action)
+    Ok((action, plan.name()))
 }
 
 /// Generates credentials for `reason`, hashes the secret off the runtime, and writes the Secret in

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod decision;
 pub mod error;
 pub mod hashing;
+pub mod metrics;
 pub mod secret;
 pub mod status;
 

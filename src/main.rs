@@ -66,7 +66,14 @@ fn run(args: RunArgs) -> Result<()> {
         .block_on(async move {
             let client = kube::Client::try_default().await?;
             tracing::info!(namespaces = ?settings.namespaces, ?params, "starting apikey-operator");
-            controller::run(client, hasher, settings, shutdown_signal().boxed().shared()).await;
+            controller::run(
+                client,
+                hasher,
+                Default::default(),
+                settings,
+                shutdown_signal().boxed().shared(),
+            )
+            .await;
             tracing::info!("stopped");
             Ok(())
         })
