@@ -1,7 +1,9 @@
 //! Command line: `apikey-operator run` and `apikey-operator crd`. Every flag of `run` has an
 //! environment-variable twin.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
 use crate::hashing::HashParams;
 
@@ -45,6 +47,25 @@ pub struct RunArgs {
     /// argon2id parallelism (lanes).
     #[arg(long, env = "APIKEY_ARGON2_PARALLELISM", default_value_t = HashParams::default().parallelism, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub argon2_parallelism: u32,
+
+    /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
+    #[arg(long, env = "APIKEY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Elect a leader on a coordination.k8s.io Lease so that of several replicas exactly one
+    /// reconciles; `--leader-elect=false` turns it off.
+    #[arg(long, env = "APIKEY_LEADER_ELECT", default_value_t = true, action = ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_elect: bool,
+
+    /// Namespace of the leader-election Lease. Default: the pod's own namespace, else
+    /// `apikey-system`.
+    #[arg(long, env = "APIKEY_LEASE_NAMESPACE", value_parser = parse_namespace)]
+    pub lease_namespace: Option<String>,
+
+    /// Lease duration in seconds: how long a killed leader blocks the others.
+    #[arg(long, env = "APIKEY_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+    pub lease_duration_seconds: u64,
 
     /// Log format; `RUST_LOG` filters (default `info`).
     #[arg(long, env = "APIKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -107,6 +128,15 @@ mod tests {
         assert!(r.namespaces.is_empty());
         assert_eq!(r.hash_params(), HashParams::default());
         assert_eq!(r.log_format, LogFormat::Text);
+        assert!(r.leader_elect);
+        assert_eq!(r.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(r.lease_namespace, None);
+    }
+
+    #[test]
+    fn leader_election_can_be_turned_off() {
+        assert!(!parse(&["--leader-elect=false"]).unwrap().leader_elect);
+        assert!(parse(&["--leader-elect"]).unwrap().leader_elect);
     }
 
     #[test]
@@ -123,6 +153,9 @@ mod tests {
             (vec!["--argon2-memory-kib", "x"], "--argon2-memory-kib"),
             (vec!["--argon2-iterations", "0"], "--argon2-iterations"),
             (vec!["--log-format", "xml"], "--log-format"),
+            (vec!["--http-addr", "nowhere"], "--http-addr"),
+            (vec!["--leader-elect=maybe"], "--leader-elect"),
+            (vec!["--lease-namespace", "UPPER"], "--lease-namespace"),
         ] {
             let err = parse(&args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");

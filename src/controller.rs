@@ -2,6 +2,7 @@
 //! happen, and carries it out: write the Secret, update the status, record an event.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use crate::credentials;
 use crate::decision::{self, IssueReason, Plan, SecretState};
 use crate::error::{Error, Result};
 use crate::hashing::Hasher;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
 use crate::status::{self, Outcome};
@@ -94,7 +96,7 @@ pub struct Settings {
 pub async fn run(
     client: Client,
     hasher: Hasher,
-    metrics: Arc<Metrics>,
+    health: Arc<Health>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
@@ -103,13 +105,17 @@ pub async fn run(
     } else {
         settings.namespaces.iter().cloned().map(Some).collect()
     };
+    let pending = Arc::new(AtomicUsize::new(scopes.len()));
     let controllers = scopes.into_iter().map(|ns| {
         controller_for(
             client.clone(),
             hasher.clone(),
-            metrics.clone(),
+            Scope {
+                health: health.clone(),
+                pending: pending.clone(),
+                namespace: ns,
+            },
             &settings,
-            ns,
             shutdown.clone(),
         )
     });
@@ -126,15 +132,22 @@ where
     }
 }
 
+/// One watched scope (a namespace, or the whole cluster) and how it reports readiness.
+struct Scope {
+    health: Arc<Health>,
+    /// Scopes whose caches have not synced yet; the last one to sync marks the process ready.
+    pending: Arc<AtomicUsize>,
+    namespace: Option<String>,
+}
+
 async fn controller_for(
     client: Client,
     hasher: Hasher,
-    metrics: Arc<Metrics>,
+    scope: Scope,
     settings: &Settings,
-    namespace: Option<String>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let ns = namespace.as_deref();
+    let ns = scope.namespace.as_deref();
     let keys_api: Api<ApiKey> = api(&client, ns);
     let secrets_api: Api<Secret> = api(&client, ns);
 
@@ -160,9 +173,26 @@ async fn controller_for(
             instance: Some(settings.instance.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client, recorder, hasher, keys, secrets, metrics,
-    ));
+    scope.health.watch_keys(keys.clone());
+    {
+        let (keys, secrets, health, pending) = (
+            keys.clone(),
+            secrets.clone(),
+            scope.health.clone(),
+            scope.pending.clone(),
+        );
+        tokio::spawn(async move {
+            if keys.wait_until_ready().await.is_ok()
+                && secrets.wait_until_ready().await.is_ok()
+                && pending.fetch_sub(1, Ordering::SeqCst) == 1
+            {
+                info!("caches synced");
+                health.set_synced();
+            }
+        });
+    }
+    let metrics = scope.health.metrics.clone();
+    let ctx = Arc::new(Context::new(client, recorder, hasher, keys, secrets, metrics));
     controller
         .owns_stream(secret_events)
         // When a key appears, changes or goes, the other keys of its user may change state

@@ -23,6 +23,10 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// Leader election failed.
+    #[error("leader election: {0}")]
+    Lease(String),
+
     /// Serialising an object failed.
     #[error("serialisation failed: {0}")]
     Serialize(#[from] serde_json::Error),
@@ -42,6 +46,7 @@ impl Error {
             Error::Hash(_) => "hash",
             Error::MissingField(_) => "missing_field",
             Error::Config(_) => "config",
+            Error::Lease(_) => "lease",
             Error::Serialize(_) => "serialize",
             Error::Http(_) => "http",
         }

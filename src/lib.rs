@@ -12,6 +12,8 @@ pub mod credentials;
 pub mod decision;
 pub mod error;
 pub mod hashing;
+pub mod leader;
+pub mod health;
 pub mod metrics;
 pub mod secret;
 pub mod status;

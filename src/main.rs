@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use apikey_operator::cli::{Cli, Command, LogFormat, RunArgs};
 use apikey_operator::controller::{self, Settings};
 use apikey_operator::crd::ApiKey;
+use std::sync::Arc;
+
 use apikey_operator::hashing::Hasher;
+use apikey_operator::health::{self, Health};
+use apikey_operator::leader;
+use apikey_operator::metrics::Metrics;
 use apikey_operator::{Error, Result};
 use clap::Parser as _;
 use futures::FutureExt as _;
@@ -53,30 +58,78 @@ fn run(args: RunArgs) -> Result<()> {
     init_logging(args.log_format);
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let hasher = Hasher::new(params, workers)?;
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "apikey-operator".into());
     let settings = Settings {
-        namespaces: args.namespaces,
+        namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
-        instance: std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "apikey-operator".into()),
+        instance: instance.clone(),
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async move {
+            let health = Arc::new(Health::new(Arc::new(Metrics::default())));
+            let endpoint = health::serve(args.http_addr, health.clone())
+                .await
+                .map_err(|e| Error::Config(format!("--http-addr {}: {e}", args.http_addr)))?;
+            tokio::spawn(endpoint);
             let client = kube::Client::try_default().await?;
-            tracing::info!(namespaces = ?settings.namespaces, ?params, "starting apikey-operator");
-            controller::run(
-                client,
-                hasher,
-                Default::default(),
-                settings,
-                shutdown_signal().boxed().shared(),
+            let shutdown = shutdown_signal().boxed().shared();
+            tracing::info!(namespaces = ?settings.namespaces, ?params, http = %args.http_addr, leader_elect = args.leader_elect, "starting apikey-operator");
+            if !args.leader_elect {
+                health.metrics.leader.set(1);
+                controller::run(client, hasher, health, settings, shutdown).await;
+                tracing::info!("stopped");
+                return Ok(());
+            }
+            let namespace = args.lease_namespace.clone().unwrap_or_else(own_namespace);
+            let identity = format!("{instance}-{}", std::process::id());
+            health.set_standby(true);
+            let Some(leadership) = leader::acquire(
+                client.clone(),
+                &namespace,
+                &identity,
+                args.lease_duration_seconds,
+                shutdown.clone(),
             )
-            .await;
+            .await?
+            else {
+                tracing::info!("stopped before becoming the leader");
+                return Ok(());
+            };
+            health.set_standby(false);
+            health.metrics.leader.set(1);
+            // Stop reconciling on SIGTERM or as soon as the lease is lost; in-flight reconciles
+            // finish first, then the lease is released.
+            let stop = futures::future::select(shutdown, leadership.lost())
+                .map(|_| ())
+                .boxed()
+                .shared();
+            controller::run(client, hasher, health.clone(), settings, stop).await;
+            health.metrics.leader.set(0);
+            let lost = !leadership.is_held();
+            leadership.release().await;
+            if lost {
+                return Err(Error::Lease("lost the leader lease; exiting so that a restart rejoins the election".into()));
+            }
             tracing::info!("stopped");
             Ok(())
         })
+}
+
+/// The pod's own namespace (from its service-account mount or `POD_NAMESPACE`), else
+/// `apikey-system`.
+fn own_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
+        })
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "apikey-system".into())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -221,9 +221,10 @@ pub struct Operator {
 }
 
 impl Operator {
-    /// Starts `apikey-operator run --namespace <ns>` with the admin kubeconfig.
+    /// Starts `apikey-operator run --namespace <ns>` with the admin kubeconfig, without leader
+    /// election (each test's operator is alone in its namespace) and on a free port.
     pub fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &[])
+        Self::start_with(namespace, &["--leader-elect=false", "--http-addr", "127.0.0.1:0"])
     }
 
     /// Starts it with extra flags.
@@ -313,6 +314,15 @@ impl Operator {
                     })
             },
         )
+    }
+
+    /// The address the health and metrics endpoint listens on (from the log).
+    pub fn http_addr(&self) -> String {
+        eventually("the operator's HTTP address", Duration::from_secs(30), || {
+            self.records("serving /healthz, /readyz and /metrics")
+                .last()
+                .and_then(|r| r["fields"]["addr"].as_str().map(String::from))
+        })
     }
 
     /// Asserts that none of `secrets` appears anywhere in the operator's log.
