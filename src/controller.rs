@@ -182,8 +182,8 @@ async fn controller_for(
             scope.pending.clone(),
         );
         tokio::spawn(async move {
-            if keys.wait_until_ready().await.is_ok()
-                && secrets.wait_until_ready().await.is_ok()
+            if synced(&keys).await
+                && synced(&secrets).await
                 && pending.fetch_sub(1, Ordering::SeqCst) == 1
             {
                 info!("caches synced");
@@ -192,7 +192,9 @@ async fn controller_for(
         });
     }
     let metrics = scope.health.metrics.clone();
-    let ctx = Arc::new(Context::new(client, recorder, hasher, keys, secrets, metrics));
+    let ctx = Arc::new(Context::new(
+        client, recorder, hasher, keys, secrets, metrics,
+    ));
     controller
         .owns_stream(secret_events)
         // When a key appears, changes or goes, the other keys of its user may change state
@@ -222,6 +224,22 @@ async fn controller_for(
             future::ready(())
         })
         .await;
+}
+
+/// Resolves once `store` holds its initial list (`false` if its writer is gone). kube-runtime's
+/// readiness signal wakes only the last of several waiters, and the controller waits on the same
+/// store, so look again every so often instead of waiting once.
+async fn synced<K>(store: &Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+            Ok(ready) => return ready.is_ok(),
+            Err(_elapsed) => continue,
+        }
+    }
 }
 
 /// Reconciles one ApiKey.
@@ -293,7 +311,9 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         plan = decision::decide(key, active, &SecretState::of(key, fresh.as_ref()));
     }
 
-    let now = Time(Timestamp::now());
+    // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
+    // what we read back and a healthy key needs no write.
+    let now = now_to_the_second();
     let (outcome_status, action) = match &plan {
         Plan::Duplicate { active } => (
             status::desired(key, &Outcome::Duplicate(active), &now),
@@ -307,8 +327,24 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
             status::desired(key, &Outcome::Ready(managed), &now),
             Action::requeue(RESYNC),
         ),
-        Plan::Issue { reason, client_id } => {
-            let managed = issue(key, ctx, &secrets, *reason, client_id.clone(), &now).await?;
+        Plan::Issue {
+            reason,
+            client_id,
+            replaces,
+        } => {
+            let issued = issue(
+                key,
+                ctx,
+                &secrets,
+                *reason,
+                client_id.clone(),
+                replaces.clone(),
+                &now,
+            )
+            .await?;
+            let Some(managed) = issued else {
+                return Ok((Action::requeue(STALE_RETRY), "stale"));
+            };
             (
                 status::desired(key, &Outcome::Ready(&managed), &now),
                 Action::requeue(RESYNC),
@@ -354,6 +390,11 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
     Ok((action, plan.name()))
 }
 
+fn now_to_the_second() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
 /// Generates credentials for `reason`, hashes the secret off the runtime, and writes the Secret in
 /// one request: created when missing, replaced under a resourceVersion precondition otherwise.
 async fn issue(
@@ -362,8 +403,9 @@ async fn issue(
     secrets: &Api<Secret>,
     reason: IssueReason,
     client_id: Option<String>,
+    replaces: Option<String>,
     now: &Time,
-) -> Result<ManagedSecret> {
+) -> Result<Option<ManagedSecret>> {
     let client_id = match client_id {
         Some(id) => id,
         None => credentials::generate_client_id()?,
@@ -378,8 +420,8 @@ async fn issue(
         rotated_at: now.clone(),
     };
     let name = key.secret_name();
-    let written = match reason {
-        IssueReason::Created | IssueReason::SecretDeleted => {
+    let written = match replaces {
+        None => {
             // create, never apply: if a Secret of that name appeared meanwhile, the API server
             // refuses and the next reconcile sees it as foreign.
             let secret = secret::build(key, &creds, None)?;
@@ -387,16 +429,10 @@ async fn issue(
                 field_manager: Some(MANAGER.into()),
                 ..PostParams::default()
             };
-            secrets.create(&pp, &secret).await?
+            secrets.create(&pp, &secret).await
         }
-        IssueReason::Regenerated | IssueReason::SecretAltered => {
-            // the precondition makes the write fail if the Secret changed since it was judged
-            let rv = secrets
-                .get_opt(&name)
-                .await?
-                .filter(|s| secret::is_controlled_by(s, key))
-                .and_then(|s| s.resource_version())
-                .ok_or(Error::MissingField("the Secret to replace"))?;
+        // the precondition makes the write fail if the Secret changed since it was judged
+        Some(rv) => {
             let secret = secret::build(key, &creds, Some(rv))?;
             secrets
                 .patch(
@@ -404,8 +440,17 @@ async fn issue(
                     &PatchParams::apply(MANAGER).force(),
                     &Patch::Apply(&secret),
                 )
-                .await?
+                .await
         }
+    };
+    let written = match written {
+        Ok(secret) => secret,
+        // The Secret changed (or appeared) since it was judged: nothing was written; decide again.
+        Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
+            debug!(apikey = %ObjectRef::from_obj(key), "Secret changed meanwhile; retrying");
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
     };
     let message = reason.describe(&name);
     info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, reason = reason.event_reason(), "{message}");
@@ -418,7 +463,8 @@ async fn issue(
         &message,
     )
     .await;
-    Ok(ManagedSecret::read(&written))
+    ctx.metrics.issued(reason.metric_label());
+    Ok(Some(ManagedSecret::read(&written)))
 }
 
 /// Applies `status` under a resourceVersion precondition (the version it was decided on), so that

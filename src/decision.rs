@@ -114,6 +114,9 @@ pub enum Plan {
         reason: IssueReason,
         /// The client id to keep, or `None` to generate the key's first one.
         client_id: Option<String>,
+        /// `resourceVersion` of the Secret this decision was taken on, the precondition of its
+        /// replacement; `None` when the Secret is missing and must be created.
+        replaces: Option<String>,
     },
     /// The Secret is intact and answers the latest regeneration request: only the status may need
     /// to catch up with it.
@@ -149,10 +152,12 @@ pub fn decide(key: &ApiKey, active: Result<(), String>, secret: &SecretState) ->
             Some(id) => Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: Some(id),
+                replaces: None,
             },
             None => Plan::Issue {
                 reason: IssueReason::Created,
                 client_id: None,
+                replaces: None,
             },
         },
         SecretState::Owned(managed) if !managed.is_intact() => Plan::Issue {
@@ -163,11 +168,13 @@ pub fn decide(key: &ApiKey, active: Result<(), String>, secret: &SecretState) ->
                     .clone()
                     .filter(|id| credentials::is_well_formed_client_id(id))
             }),
+            replaces: managed.resource_version.clone(),
         },
         SecretState::Owned(managed) => match key.regenerate_request() {
             Some(request) if managed.handled_request.as_deref() != Some(request) => Plan::Issue {
                 reason: IssueReason::Regenerated,
                 client_id: managed.client_id.clone(),
+                replaces: managed.resource_version.clone(),
             },
             _ => Plan::InSync(managed.clone()),
         },
@@ -235,7 +242,8 @@ mod tests {
             plan,
             Plan::Issue {
                 reason: IssueReason::Created,
-                client_id: None
+                client_id: None,
+                replaces: None
             }
         );
     }
@@ -260,7 +268,8 @@ mod tests {
             decide(&k, Ok(()), &SecretState::Owned(m)),
             Plan::Issue {
                 reason: IssueReason::Regenerated,
-                client_id: id
+                client_id: id,
+                replaces: Some("1".into())
             }
         );
     }
@@ -293,7 +302,8 @@ mod tests {
             decide(&k, Ok(()), &SecretState::Missing),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
-                client_id: Some("akid_AAAAAAAAAAAAAAAAAAAAAA".into())
+                client_id: Some("akid_AAAAAAAAAAAAAAAAAAAAAA".into()),
+                replaces: None
             }
         );
     }
@@ -309,7 +319,8 @@ mod tests {
             decide(&k, Ok(()), &SecretState::Owned(m.clone())),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
-                client_id: id.clone()
+                client_id: id.clone(),
+                replaces: Some("1".into())
             }
         );
         // a changed client id is also an alteration, and the status's id wins
@@ -319,7 +330,8 @@ mod tests {
             decide(&k, Ok(()), &SecretState::Owned(m2)),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
-                client_id: id
+                client_id: id,
+                replaces: Some("1".into())
             }
         );
         // a removed value too

@@ -39,6 +39,8 @@ pub struct Call {
     pub method: Method,
     /// Path and query, as sent.
     pub uri: String,
+    /// The `content-type` header, if any.
+    pub content_type: Option<String>,
     /// The request body as JSON (`Value::Null` when empty).
     pub body: Value,
     send: SendResponse<Response<Body>>,
@@ -101,10 +103,21 @@ impl Call {
         );
     }
 
+    /// Answers a server-side apply of the status of `key` as the API server does: `200 OK` with
+    /// `key` holding the applied status, at a new resourceVersion.
+    pub fn status_applied(self, key: &ApiKey) {
+        let applied = with_applied_status(key, &self.body);
+        self.ok(&applied);
+    }
+
     /// The body deserialised as `T`.
     pub fn body_as<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_value(self.body.clone())
-            .unwrap_or_else(|e| panic!("{} {}: unexpected body ({e}): {}", self.method, self.uri, self.body))
+        serde_json::from_value(self.body.clone()).unwrap_or_else(|e| {
+            panic!(
+                "{} {}: unexpected body ({e}): {}",
+                self.method, self.uri, self.body
+            )
+        })
     }
 }
 
@@ -118,6 +131,11 @@ impl ApiServerVerifier {
         let (request, send) = next?;
         let method = request.method().clone();
         let uri = request.uri().to_string();
+        let content_type = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(Into::into);
         let bytes = request
             .into_body()
             .collect_bytes()
@@ -131,6 +149,7 @@ impl ApiServerVerifier {
         Some(Call {
             method,
             uri,
+            content_type,
             body,
             send,
         })
@@ -138,10 +157,9 @@ impl ApiServerVerifier {
 
     /// The next request, which must be `method` on `uri` (path and query).
     pub async fn expect(&mut self, method: Method, uri: &str) -> Call {
-        let call = self
-            .next_call()
-            .await
-            .unwrap_or_else(|| panic!("expected {method} {uri}, but the reconcile made no more calls"));
+        let call = self.next_call().await.unwrap_or_else(|| {
+            panic!("expected {method} {uri}, but the reconcile made no more calls")
+        });
         assert_eq!(
             (&call.method, call.uri.as_str()),
             (&method, uri),
@@ -172,7 +190,10 @@ impl ApiServerVerifier {
     /// the reconcile has dropped its context.
     pub async fn expect_no_more_calls(mut self) {
         if let Some(call) = self.next_call().await {
-            panic!("unexpected API call {} {}: {}", call.method, call.uri, call.body);
+            panic!(
+                "unexpected API call {} {}: {}",
+                call.method, call.uri, call.body
+            );
         }
     }
 }
@@ -192,7 +213,10 @@ pub fn cheap_hasher() -> Hasher {
 
 /// A reconcile context on a mocked API server whose caches hold `keys` and `secrets`, the
 /// verifier at the server's end, and the metrics the reconcile reports to.
-pub fn context(keys: &[ApiKey], secrets: &[Secret]) -> (Arc<Context>, ApiServerVerifier, Arc<Metrics>) {
+pub fn context(
+    keys: Vec<ApiKey>,
+    secrets: Vec<Secret>,
+) -> (Arc<Context>, ApiServerVerifier, Arc<Metrics>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let recorder = Recorder::new(
@@ -204,11 +228,11 @@ pub fn context(keys: &[ApiKey], secrets: &[Secret]) -> (Arc<Context>, ApiServerV
     );
     let (keys_store, mut keys_writer) = reflector::store();
     for k in keys {
-        keys_writer.apply_watcher_event(&watcher::Event::Apply(k.clone()));
+        keys_writer.apply_watcher_event(&watcher::Event::Apply(k));
     }
     let (secrets_store, mut secrets_writer) = reflector::store();
     for s in secrets {
-        secrets_writer.apply_watcher_event(&watcher::Event::Apply(s.clone()));
+        secrets_writer.apply_watcher_event(&watcher::Event::Apply(s));
     }
     let metrics = Arc::new(Metrics::default());
     let ctx = Context::new(

@@ -12,12 +12,16 @@ pub mod credentials;
 pub mod decision;
 pub mod error;
 pub mod hashing;
-pub mod leader;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod secret;
 pub mod status;
 
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod reconcile_tests;
 #[cfg(test)]
 mod test_support;
 
