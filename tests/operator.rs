@@ -420,3 +420,49 @@ fn deleted_or_altered_secret_is_repaired_with_the_same_client_id() {
     );
     op.assert_log_free_of(&[s0, s1, s2]);
 }
+
+#[test]
+fn metrics_move_with_the_work() {
+    install_crd();
+    let ns = TempNamespace::new("metrics");
+    let op = Operator::start(&ns.name);
+    ns.apply(&key_yaml("m", "mallory", "", None, None));
+    wait_ready(&ns, &["m"]);
+    let scrape = op.metrics();
+    for name in [
+        "apikey_reconciles_total",
+        "apikey_reconcile_duration_seconds",
+        "apikey_keys_issued_total",
+        "apikey_managed_keys",
+        "apikey_leader",
+    ] {
+        assert!(
+            scrape.samples.iter().any(|s| s.metric.starts_with(name)),
+            "{name} missing"
+        );
+    }
+    assert_eq!(
+        op.metric("apikey_keys_issued_total", "reason", "created"),
+        1.0
+    );
+    assert_eq!(
+        op.metric("apikey_keys_issued_total", "reason", "regenerated"),
+        0.0
+    );
+    assert_eq!(op.metric("apikey_managed_keys", "ready", "true"), 1.0);
+    let before = op.metric("apikey_reconciles_total", "outcome", "regenerated");
+    ns.ok(&["annotate", "apikey", "m", "apikey.dev/regenerate=1"]);
+    wait_handled(&ns, "m", "1");
+    let (_, s) = assert_consistent(&ns, "m", "m");
+    assert_eq!(
+        op.metric("apikey_keys_issued_total", "reason", "regenerated"),
+        1.0
+    );
+    assert_eq!(
+        op.metric("apikey_reconciles_total", "outcome", "regenerated"),
+        before + 1.0
+    );
+    let text = op.http_get("/metrics").1;
+    assert!(!text.contains(&s), "no secret in metrics");
+    op.assert_log_free_of(&[s]);
+}

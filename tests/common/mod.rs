@@ -9,6 +9,7 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Root of the repository.
@@ -194,6 +195,53 @@ pub fn b64decode(s: &str) -> String {
     String::from_utf8(bytes).expect("utf-8")
 }
 
+/// The kubeconfig the operator runs with: the admin one, or, when
+/// `APIKEY_E2E_AS_SERVICE_ACCOUNT=1`, a token of the ServiceAccount that deploy/ installs, so that
+/// the suite proves the role grants everything the operator needs.
+pub fn operator_kubeconfig() -> PathBuf {
+    if std::env::var("APIKEY_E2E_AS_SERVICE_ACCOUNT").as_deref() == Ok("1") {
+        service_account_kubeconfig()
+    } else {
+        kubeconfig()
+    }
+}
+
+/// Applies deploy/ (CRD first), mints a token for its ServiceAccount with `kubectl create token`,
+/// and writes a kubeconfig that holds only that token.
+pub fn service_account_kubeconfig() -> PathBuf {
+    install_crd();
+    let deploy = root().join("deploy");
+    ok(&["apply", "-k", deploy.to_str().expect("utf-8 path")]);
+    let token = ok(&[
+        "-n",
+        "apikey-system",
+        "create",
+        "token",
+        "apikey-operator",
+        "--duration=2h",
+    ]);
+    let server = ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.server}",
+    ]);
+    let ca = ok(&[
+        "config",
+        "view",
+        "--minify",
+        "-o",
+        "jsonpath={.clusters[0].cluster.certificate-authority}",
+    ]);
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server}, certificate-authority: {ca}}}\nusers:\n- name: sa\n  user: {{token: {}}}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
+        token.trim()
+    );
+    let name = format!("sa-{}.kubeconfig", std::process::id());
+    scratch_file(&name, &config)
+}
+
 /// Makes sure the ApiKey CRD from crds/ is installed and Established.
 pub fn install_crd() {
     let crd = root().join("crds/apikey.dev_apikeys.yaml");
@@ -224,12 +272,18 @@ impl Operator {
     /// Starts `apikey-operator run --namespace <ns>` with the admin kubeconfig, without leader
     /// election (each test's operator is alone in its namespace) and on a free port.
     pub fn start(namespace: &str) -> Self {
-        Self::start_with(namespace, &["--leader-elect=false", "--http-addr", "127.0.0.1:0"])
+        Self::start_with(
+            namespace,
+            &["--leader-elect=false", "--http-addr", "127.0.0.1:0"],
+        )
     }
 
     /// Starts it with extra flags.
     pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
-        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}.log"));
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let n = STARTED.fetch_add(1, Ordering::Relaxed);
+        let log =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{namespace}-{n}.log"));
         let mut op = Self {
             child: None,
             log,
@@ -269,6 +323,83 @@ impl Operator {
     pub fn restart(&mut self) {
         self.child = None;
         self.spawn();
+    }
+
+    /// Kills the operator with SIGKILL.
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// Sends SIGTERM and waits (up to a minute) for the process to exit; returns whether it
+    /// exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let pid = child.0.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                return status.success();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// GETs `path` from the operator's HTTP endpoint; returns (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::Read as _;
+        let addr = self.http_addr();
+        let mut stream = std::net::TcpStream::connect(&addr).expect("connect to the operator");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("status code");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (code, body)
+    }
+
+    /// Scrapes `/metrics` and parses it as Prometheus text.
+    pub fn metrics(&self) -> prometheus_parse::Scrape {
+        let (code, body) = self.http_get("/metrics");
+        assert_eq!(code, 200);
+        let lines = body.lines().map(|l| Ok(l.to_string()));
+        prometheus_parse::Scrape::parse(lines).expect("/metrics parses as Prometheus text")
+    }
+
+    /// The value of metric `name` with label `label`=`value` (or no labels when `label` is empty).
+    pub fn metric(&self, name: &str, label: &str, value: &str) -> f64 {
+        self.metrics()
+            .samples
+            .iter()
+            .find(|s| s.metric == name && (label.is_empty() || s.labels.get(label) == Some(value)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or(0.0)
     }
 
     /// Everything the operator has logged so far.
@@ -318,11 +449,15 @@ impl Operator {
 
     /// The address the health and metrics endpoint listens on (from the log).
     pub fn http_addr(&self) -> String {
-        eventually("the operator's HTTP address", Duration::from_secs(30), || {
-            self.records("serving /healthz, /readyz and /metrics")
-                .last()
-                .and_then(|r| r["fields"]["addr"].as_str().map(String::from))
-        })
+        eventually(
+            "the operator's HTTP address",
+            Duration::from_secs(30),
+            || {
+                self.records("serving /healthz, /readyz and /metrics")
+                    .last()
+                    .and_then(|r| r["fields"]["addr"].as_str().map(String::from))
+            },
+        )
     }
 
     /// Asserts that none of `secrets` appears anywhere in the operator's log.

@@ -1,0 +1,160 @@
+//! deploy/ on the local control plane: it applies, and its ServiceAccount's token is granted what
+//! the operator uses and refused the rest. (scripts/test also runs the whole operator suite with
+//! that token: APIKEY_E2E_AS_SERVICE_ACCOUNT=1.)
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::*;
+
+fn as_operator(args: &[&str]) -> (bool, String) {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.env(
+        "KUBECONFIG",
+        KUBECONFIG.get_or_init(service_account_kubeconfig),
+    );
+    let out = run_as(cmd, args, None);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn service_account_has_exactly_what_the_operator_uses() {
+    let ns = TempNamespace::new("rbac-op");
+    ns.apply(
+        "apiVersion: apikey.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: k}\nspec: {user: u}\n",
+    );
+
+    let (ok_, who) = as_operator(&[
+        "auth",
+        "whoami",
+        "-o",
+        "jsonpath={.status.userInfo.username}",
+    ]);
+    assert!(ok_, "{who}");
+    assert_eq!(who, "system:serviceaccount:apikey-system:apikey-operator");
+
+    for allowed in [
+        vec!["get", "apikeys", "-A"],
+        vec![
+            "get",
+            "secrets",
+            "-A",
+            "-l",
+            "app.kubernetes.io/managed-by=apikey-operator",
+        ],
+        vec![
+            "-n",
+            "apikey-system",
+            "auth",
+            "can-i",
+            "patch",
+            "leases/apikey-operator",
+        ],
+        vec![
+            "-n",
+            &ns.name,
+            "auth",
+            "can-i",
+            "patch",
+            "apikeys/k",
+            "--subresource=status",
+        ],
+        vec![
+            "-n",
+            &ns.name,
+            "auth",
+            "can-i",
+            "create",
+            "events.events.k8s.io",
+        ],
+    ] {
+        let (ok_, out) = as_operator(&allowed);
+        assert!(ok_, "should be allowed: {allowed:?}: {out}");
+    }
+
+    for (refused, message) in [
+        (
+            vec!["-n", ns.name.as_str(), "get", "configmaps"],
+            "cannot list resource \"configmaps\"",
+        ),
+        (
+            vec!["-n", ns.name.as_str(), "delete", "apikey", "k"],
+            "cannot delete resource \"apikeys\"",
+        ),
+        (
+            vec!["-n", ns.name.as_str(), "get", "leases"],
+            "cannot list resource \"leases\"",
+        ),
+        (
+            vec!["-n", "kube-system", "get", "lease", "apikey-operator"],
+            "cannot get resource \"leases\"",
+        ),
+        (
+            vec![
+                "-n",
+                ns.name.as_str(),
+                "create",
+                "secret",
+                "generic",
+                "x",
+                "--from-literal=a=b",
+                "--dry-run=server",
+            ],
+            "",
+        ),
+    ] {
+        let (ok_, out) = as_operator(&refused);
+        if message.is_empty() {
+            // creating Secrets is granted (the operator creates its own); deleting is not
+            assert!(ok_, "{out}");
+            continue;
+        }
+        assert!(!ok_, "should be refused: {refused:?}");
+        assert!(
+            out.contains("Forbidden") && out.contains(message),
+            "{refused:?}: {out}"
+        );
+    }
+    let (ok_, out) = as_operator(&["-n", &ns.name, "auth", "can-i", "delete", "secrets"]);
+    assert!(
+        !ok_ && out.trim() == "no",
+        "the operator never deletes Secrets: {out}"
+    );
+    assert_eq!(
+        ns.ok(&["get", "apikey", "k", "-o", "name"]).trim(),
+        "apikey.apikey.dev/k"
+    );
+}
+
+#[test]
+fn namespaced_variant_renders_a_role_and_a_namespace_flag() {
+    let rendered = ok(&[
+        "kustomize",
+        root().join("deploy/namespaced").to_str().expect("path"),
+    ]);
+    assert!(!rendered.contains("kind: ClusterRole"), "{rendered}");
+    assert!(rendered.contains("--namespace=apps"));
+    let cluster = ok(&["kustomize", root().join("deploy").to_str().expect("path")]);
+    for needle in [
+        "kind: ClusterRole",
+        "replicas: 2",
+        "readOnlyRootFilesystem: true",
+        "runAsNonRoot: true",
+        "type: RuntimeDefault",
+        "drop:",
+        "readinessProbe",
+        "livenessProbe",
+        "kind: Service",
+    ] {
+        assert!(cluster.contains(needle), "deploy/ lacks {needle}");
+    }
+}
