@@ -28,6 +28,7 @@ fn as_operator(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn service_account_has_exactly_what_the_operator_uses() {
+    install_crd();
     let ns = TempNamespace::new("rbac-op");
     ns.apply(
         "apiVersion: apikey.dev/v1alpha1\nkind: ApiKey\nmetadata: {name: k}\nspec: {user: u}\n",
