@@ -158,13 +158,19 @@ async fn controller_for(
         watcher::Config::default().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
+    .modify(slim)
     .reflect(writer)
     .touched_objects();
 
-    let controller = Controller::new(keys_api.clone(), watcher::Config::default()).with_config(
+    let (keys, writer) = reflector::store();
+    let key_events = watcher(keys_api.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(key_events, keys.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
-    let keys = controller.store();
     let siblings = keys.clone();
     let recorder = Recorder::new(
         client.clone(),
@@ -224,6 +230,15 @@ async fn controller_for(
             future::ready(())
         })
         .await;
+}
+
+/// Drops what the operator never reads from cached objects (managed fields, kubectl's
+/// last-applied copy), so the caches hold half as much per key.
+fn slim<K: kube::Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Resolves once `store` holds its initial list (`false` if its writer is gone). kube-runtime's
