@@ -98,7 +98,8 @@ pub fn fingerprint(client_id: &str, secret: &ClientSecret) -> String {
     format!("sha256:{}", URL_SAFE_NO_PAD.encode(digest.finalize()))
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+/// `N` bytes from the operating system's CSPRNG.
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     rand::rngs::SysRng
         .try_fill_bytes(&mut bytes)
