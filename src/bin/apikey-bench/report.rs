@@ -1,0 +1,235 @@
+//! The results: one table for people, the same as JSON for machines, each figure beside its target.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::Args;
+use crate::cluster::Writes;
+use crate::limits::Limits;
+use crate::phases::Measured;
+
+/// Largest ratio of measured to limit time the targets allow for create, regenerate and delete.
+pub const RATIO_TARGET: f64 = 1.25;
+/// Largest idle CPU use the target allows, in percent of one core.
+pub const IDLE_CPU_TARGET_PERCENT: f64 = 1.0;
+/// Largest resident set size the target allows at 10,000 keys, in MiB.
+pub const RSS_TARGET_MIB: f64 = 40.0;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Everything the benchmark found.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// N: ApiKeys.
+    pub keys: u32,
+    /// C: requests in flight.
+    pub concurrency: u16,
+    /// Cores of this machine (threads the hashing limit used).
+    pub cores: usize,
+    /// Namespace the operator ran in.
+    pub operator_namespace: String,
+    /// Namespace of the plain-client limits.
+    pub limit_namespace: String,
+    /// The operator's log file.
+    pub operator_log: String,
+    /// create, regenerate, delete.
+    pub phases: Vec<PhaseRow>,
+    /// The two parts of the regenerate limit.
+    pub regenerate_limit: RegenerateLimit,
+    /// The idle phase.
+    pub idle: IdleRow,
+    /// Resident memory with N keys live.
+    pub memory: MemoryRow,
+}
+
+/// One timed phase beside its limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRow {
+    /// Phase name.
+    pub phase: String,
+    /// Time the operator took.
+    pub measured_seconds: f64,
+    /// Time the plain client (or hashing) took.
+    pub limit_seconds: f64,
+    /// measured / limit.
+    pub ratio: f64,
+    /// Largest ratio the target allows.
+    pub target_ratio: f64,
+}
+
+/// The regenerate limit is the larger of these.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegenerateLimit {
+    /// The plain client's writes.
+    pub writes_seconds: f64,
+    /// N argon2id hashes with the default parameters.
+    pub hashing_seconds: f64,
+    /// Threads the hashes ran on.
+    pub hash_threads: usize,
+}
+
+/// What the operator did with nothing to do.
+#[derive(Clone, Debug, Serialize)]
+pub struct IdleRow {
+    /// Wall time of the phase.
+    pub seconds: f64,
+    /// Writes the API server stored (target: zero).
+    pub writes: usize,
+    /// The writes per kind.
+    pub writes_by_kind: Writes,
+    /// CPU seconds the operator used.
+    pub cpu_seconds: f64,
+    /// CPU use in percent of one core.
+    pub cpu_percent_of_one_core: f64,
+    /// Largest CPU use the target allows, in percent of one core.
+    pub target_cpu_percent: f64,
+}
+
+/// Resident memory of the operator.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemoryRow {
+    /// Peak resident set size (`VmHWM`) in MiB.
+    pub peak_rss_mib: f64,
+    /// Resident set size (`VmRSS`) in MiB right before the delete phase.
+    pub final_rss_mib: f64,
+    /// Largest resident set size the target allows at 10,000 keys, in MiB.
+    pub target_mib_at_10000_keys: f64,
+}
+
+impl Report {
+    /// Puts measurements and limits side by side.
+    pub fn new(
+        args: &Args,
+        operator_namespace: &str,
+        limit_namespace: &str,
+        measured: Measured,
+        limits: Limits,
+    ) -> Self {
+        let row = |phase: &str, m: Duration, l: Duration| PhaseRow {
+            phase: phase.into(),
+            measured_seconds: round(m.as_secs_f64(), 3),
+            limit_seconds: round(l.as_secs_f64(), 3),
+            ratio: round(ratio(m, l), 3),
+            target_ratio: RATIO_TARGET,
+        };
+        let idle = measured.idle;
+        let wall = idle.wall.as_secs_f64();
+        Self {
+            keys: args.keys,
+            concurrency: args.concurrency,
+            cores: limits.hash_threads,
+            operator_namespace: operator_namespace.into(),
+            limit_namespace: limit_namespace.into(),
+            operator_log: measured.log,
+            phases: vec![
+                row("create", measured.create, limits.create),
+                row("regenerate", measured.regenerate, limits.regenerate()),
+                row("delete", measured.delete, limits.delete),
+            ],
+            regenerate_limit: RegenerateLimit {
+                writes_seconds: round(limits.regenerate_writes.as_secs_f64(), 3),
+                hashing_seconds: round(limits.hashing.as_secs_f64(), 3),
+                hash_threads: limits.hash_threads,
+            },
+            idle: IdleRow {
+                seconds: round(wall, 3),
+                writes: idle.writes.total(),
+                writes_by_kind: idle.writes,
+                cpu_seconds: round(idle.cpu.as_secs_f64(), 3),
+                cpu_percent_of_one_core: round(
+                    100.0 * idle.cpu.as_secs_f64() / wall.max(f64::EPSILON),
+                    3,
+                ),
+                target_cpu_percent: IDLE_CPU_TARGET_PERCENT,
+            },
+            memory: MemoryRow {
+                peak_rss_mib: round(measured.rss.peak as f64 / MIB, 1),
+                final_rss_mib: round(measured.rss.current as f64 / MIB, 1),
+                target_mib_at_10000_keys: RSS_TARGET_MIB,
+            },
+        }
+    }
+
+    /// The table printed on standard output.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "apikey-bench: N = {} keys, C = {} concurrency, {} cores",
+            self.keys, self.concurrency, self.cores
+        );
+        let _ = writeln!(
+            out,
+            "{:<12} {:>12} {:>12} {:>8}   target",
+            "phase", "measured s", "limit s", "ratio"
+        );
+        for p in &self.phases {
+            let _ = writeln!(
+                out,
+                "{:<12} {:>12.2} {:>12.2} {:>7.2}x   <= {:.2}x {}",
+                p.phase,
+                p.measured_seconds,
+                p.limit_seconds,
+                p.ratio,
+                p.target_ratio,
+                verdict(p.ratio <= p.target_ratio)
+            );
+        }
+        let r = &self.regenerate_limit;
+        let _ = writeln!(
+            out,
+            "  (regenerate limit = max(plain-client writes {:.2} s, {} argon2id hashes on {} threads {:.2} s))",
+            r.writes_seconds, self.keys, r.hash_threads, r.hashing_seconds
+        );
+        let i = &self.idle;
+        let w = &i.writes_by_kind;
+        let _ = writeln!(
+            out,
+            "idle {:.0} s:   {} API writes (ApiKeys {}, Secrets {}, Events {})   target 0 {}",
+            i.seconds,
+            i.writes,
+            w.apikeys,
+            w.secrets,
+            w.events,
+            verdict(i.writes == 0)
+        );
+        let _ = writeln!(
+            out,
+            "idle CPU:    {:.3} CPU s = {:.3}% of one core   target < {:.0}% {}",
+            i.cpu_seconds,
+            i.cpu_percent_of_one_core,
+            i.target_cpu_percent,
+            verdict(i.cpu_percent_of_one_core < i.target_cpu_percent)
+        );
+        let m = &self.memory;
+        let _ = writeln!(
+            out,
+            "memory:      peak RSS {:.1} MiB, final RSS {:.1} MiB with {} keys   target < {:.0} MiB at 10,000 keys{}",
+            m.peak_rss_mib,
+            m.final_rss_mib,
+            self.keys,
+            m.target_mib_at_10000_keys,
+            if self.keys == 10_000 {
+                format!(" {}", verdict(m.peak_rss_mib < m.target_mib_at_10000_keys))
+            } else {
+                String::new()
+            }
+        );
+        out
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "(met)" } else { "(missed)" }
+}
+
+fn ratio(measured: Duration, limit: Duration) -> f64 {
+    measured.as_secs_f64() / limit.as_secs_f64().max(f64::EPSILON)
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (value * scale).round() / scale
+}
