@@ -212,3 +212,42 @@ fn service_account_token_authenticates_and_rbac_limits_it() {
     assert!(!tampered.status.success());
     assert!(String::from_utf8_lossy(&tampered.stderr).contains("Unauthorized"));
 }
+
+#[test]
+fn a_failed_start_shows_the_log_and_leaves_no_process() {
+    let state = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("failed-cluster");
+    let _ = std::fs::remove_dir_all(&state);
+    let out = std::process::Command::new(root().join("tests/cluster/up"))
+        .env("APIKEY_CLUSTER_STATE", &state)
+        .env("APIKEY_CLUSTER_PORT_BASE", "28400")
+        .env("APIKEY_CLUSTER_APISERVER_ARGS", "--no-such-flag")
+        .output()
+        .expect("up runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "up must fail");
+    assert!(
+        stderr.contains("kube-apiserver failed to start"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown flag: --no-such-flag"),
+        "the log tail is shown: {stderr}"
+    );
+    assert!(
+        stderr.contains("stopped etcd"),
+        "etcd, already started, was stopped: {stderr}"
+    );
+    assert!(!state.exists(), "state removed");
+    // nothing started with that state folder is still running
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .expect("ps");
+    let running = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !running
+            .lines()
+            .any(|l| l.contains(state.to_str().expect("utf-8"))),
+        "a process of the failed start is still running"
+    );
+}
