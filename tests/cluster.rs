@@ -128,20 +128,7 @@ fn service_account_token_authenticates_and_rbac_limits_it() {
     let as_sa = |args: &[&str]| {
         let mut cmd = kubectl();
         cmd.env_remove("KUBECONFIG");
-        let server = ok(&[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ]);
-        let ca = ok(&[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.certificate-authority}",
-        ]);
+        let (server, ca) = cluster_endpoint();
         let mut all = vec![
             "--kubeconfig=/dev/null".to_string(),
             format!("--server={server}"),
@@ -188,13 +175,7 @@ fn service_account_token_authenticates_and_rbac_limits_it() {
     let tampered = {
         let mut cmd = kubectl();
         cmd.env_remove("KUBECONFIG");
-        let server = ok(&[
-            "config",
-            "view",
-            "--minify",
-            "-o",
-            "jsonpath={.clusters[0].cluster.server}",
-        ]);
+        let server = cluster_endpoint().0;
         run_as(
             cmd,
             &[

@@ -220,26 +220,27 @@ pub fn service_account_kubeconfig() -> PathBuf {
         "apikey-operator",
         "--duration=2h",
     ]);
-    let server = ok(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.server}",
-    ]);
-    let ca = ok(&[
-        "config",
-        "view",
-        "--minify",
-        "-o",
-        "jsonpath={.clusters[0].cluster.certificate-authority}",
-    ]);
+    let (server, ca) = cluster_endpoint();
     let config = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server}, certificate-authority: {ca}}}\nusers:\n- name: sa\n  user: {{token: {}}}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
         token.trim()
     );
     let name = format!("sa-{}.kubeconfig", std::process::id());
     scratch_file(&name, &config)
+}
+
+/// The local cluster's API server URL and CA file, from the admin kubeconfig.
+pub fn cluster_endpoint() -> (String, String) {
+    let field = |f: &str| {
+        ok(&[
+            "config",
+            "view",
+            "--minify",
+            "-o",
+            &format!("jsonpath={{.clusters[0].cluster.{f}}}"),
+        ])
+    };
+    (field("server"), field("certificate-authority"))
 }
 
 /// Makes sure the ApiKey CRD from crds/ is installed and Established.
