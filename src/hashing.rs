@@ -31,12 +31,16 @@ pub struct HashParams {
 }
 
 impl Default for HashParams {
-    /// OWASP's argon2id recommendation, also argon2's own default: m=19456 KiB, t=2, p=1.
+    /// m=7168 KiB, t=5, p=1: of the five argon2id configurations that OWASP's Password Storage
+    /// Cheat Sheet lists as equally strong (m=46 MiB t=1 ... m=19 MiB t=2 ... m=7 MiB t=5), the one
+    /// with the least memory. The operator holds one working memory per core, so this keeps it at
+    /// 7 MiB per core instead of 19 MiB; on this project's 2-core machine a hash also took 20% less
+    /// time than with m=19 MiB, t=2 (26.5 ms against 33.1 ms).
     fn default() -> Self {
         Self {
-            memory_kib: Params::DEFAULT_M_COST,
-            iterations: Params::DEFAULT_T_COST,
-            parallelism: Params::DEFAULT_P_COST,
+            memory_kib: 7 * 1024,
+            iterations: 5,
+            parallelism: 1,
         }
     }
 }
@@ -195,8 +199,8 @@ mod tests {
         assert_eq!(
             HashParams::default(),
             HashParams {
-                memory_kib: 19456,
-                iterations: 2,
+                memory_kib: 7168,
+                iterations: 5,
                 parallelism: 1
             }
         );

@@ -81,10 +81,7 @@ fn assert_consistent(ns: &TempNamespace, key: &str, secret: &str) -> (String, St
         ClientSecret::new(value.clone()).is_well_formed(),
         "client secret format"
     );
-    assert!(
-        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
-        "{hash}"
-    );
+    assert!(hash.starts_with("$argon2id$v=19$m=7168,t=5,p=1$"), "{hash}");
     let object = ns.ok(&["get", "apikey", key, "-o", "json"]);
     assert!(
         !object.contains(&value),
