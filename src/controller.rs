@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt as _, future};
+use futures::{StreamExt as _, TryStreamExt as _, future};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource as _, ResourceExt as _};
@@ -23,10 +22,12 @@ use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::credentials;
 use crate::decision::{self, IssueReason, Plan, SecretState};
 use crate::error::{Error, Result};
+use crate::events::{EventType, Events};
 use crate::hashing::Hasher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
+use crate::siblings::Siblings;
 use crate::status::{self, Outcome};
 
 /// How often a healthy key is looked at again without any change (from the caches: no API call).
@@ -45,37 +46,80 @@ pub struct Context {
     /// Kubernetes client.
     pub client: Client,
     /// Publishes events on ApiKeys.
-    pub recorder: Recorder,
+    pub events: Events,
     /// argon2id on a bounded blocking pool.
     pub hasher: Hasher,
-    /// Cache of the ApiKeys in scope (for the one-key-per-user rule).
+    /// Cache of the ApiKeys in scope.
     pub keys: Store<ApiKey>,
+    /// The ApiKeys of each user, beside `keys` (for the one-key-per-user rule).
+    pub siblings: Siblings,
     /// Cache of the Secrets the operator manages (selected by label).
     pub secrets: Store<Secret>,
     /// Metrics shared by all scopes.
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per ApiKey, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
+    /// Per ApiKey, the resourceVersion that the operator's last status write replaced: a cached
+    /// copy still at that version is stale, and the watch is about to deliver the new one.
+    superseded: Mutex<HashMap<ObjectRef<ApiKey>, String>>,
 }
 
 impl Context {
     /// A context over these parts.
     pub fn new(
         client: Client,
-        recorder: Recorder,
+        events: Events,
         hasher: Hasher,
         keys: Store<ApiKey>,
+        siblings: Siblings,
         secrets: Store<Secret>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             client,
-            recorder,
+            events,
             hasher,
             keys,
+            siblings,
             secrets,
             metrics,
             failures: Mutex::default(),
+            superseded: Mutex::default(),
+        }
+    }
+
+    /// Whether `key` is a cached copy older than the operator's own last status write to it. The
+    /// watch delivers the newer copy soon, and with it another reconcile: acting on this one
+    /// would only fail its precondition. Forgets the write once a newer copy is seen.
+    fn is_superseded(&self, key: &ApiKey) -> bool {
+        let Ok(mut superseded) = self.superseded.lock() else {
+            return false;
+        };
+        let object = ObjectRef::from_obj(key);
+        match superseded.get(&object) {
+            Some(version) if key.metadata.resource_version.as_ref() == Some(version) => true,
+            Some(_) => {
+                superseded.remove(&object);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Remembers that the status write to `key` replaced its version `replaced`.
+    fn wrote_status(&self, key: &ApiKey, replaced: Option<String>) {
+        if let (Ok(mut superseded), Some(version)) = (self.superseded.lock(), replaced) {
+            superseded.insert(ObjectRef::from_obj(key), version);
+        }
+    }
+
+    /// Forgets what was kept about a deleted ApiKey.
+    fn forget(&self, key: &ObjectRef<ApiKey>) {
+        if let Ok(mut superseded) = self.superseded.lock() {
+            superseded.remove(key);
+        }
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
         }
     }
 }
@@ -162,23 +206,8 @@ async fn controller_for(
     .reflect(writer)
     .touched_objects();
 
-    let (keys, writer) = reflector::store();
-    let key_events = watcher(keys_api.clone(), watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .applied_objects();
-    let controller = Controller::for_stream(key_events, keys.clone()).with_config(
-        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
-    );
-    let siblings = keys.clone();
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: Some(settings.instance.clone()),
-        },
-    );
+    let (keys, key_writer) = reflector::store();
+    let events = Events::new(client.clone(), MANAGER, &settings.instance);
     scope.health.watch_keys(keys.clone());
     {
         let (keys, secrets, health, pending) = (
@@ -199,47 +228,76 @@ async fn controller_for(
     }
     let metrics = scope.health.metrics.clone();
     let ctx = Arc::new(Context::new(
-        client, recorder, hasher, keys, secrets, metrics,
+        client,
+        events,
+        hasher,
+        keys.clone(),
+        Siblings::default(),
+        secrets,
+        metrics,
     ));
-    controller
+
+    // One watch of ApiKeys feeds the cache, the index of keys per user and the controller. When a
+    // key appears, changes or goes, the other keys of its user may change state (the next oldest
+    // becomes active when the active one is deleted): they are reconciled too.
+    let (wake_siblings, siblings_to_wake) = futures::channel::mpsc::unbounded();
+    let key_events = watcher(keys_api, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(key_writer)
+        .map_ok({
+            let ctx = ctx.clone();
+            move |event| {
+                if let watcher::Event::Delete(key) = &event {
+                    ctx.forget(&ObjectRef::from_obj(key));
+                }
+                for sibling in ctx.siblings.apply(&event) {
+                    // Fails only once the controller is gone, when nothing is left to wake.
+                    let _ = wake_siblings.unbounded_send(sibling);
+                }
+                event
+            }
+        })
+        .applied_objects();
+    Controller::for_stream(key_events, keys)
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         .owns_stream(secret_events)
-        // When a key appears, changes or goes, the other keys of its user may change state
-        // (the next oldest becomes active when the active one is deleted).
-        .watches(
-            keys_api,
-            watcher::Config::default(),
-            move |changed: ApiKey| {
-                siblings
-                    .state()
-                    .into_iter()
-                    .filter(|k| {
-                        k.namespace() == changed.namespace()
-                            && k.spec.user == changed.spec.user
-                            && k.uid() != changed.uid()
-                    })
-                    .map(|k| ObjectRef::from_obj(&*k))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(siblings_to_wake)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
-            if let Err(e) = result {
-                warn!(error = %e, "reconcile failed");
+            match result {
+                // Already logged by error_policy.
+                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                // A Secret's or a sibling's event for an ApiKey deleted meanwhile: nothing to do.
+                Err(ControllerError::ObjectNotFound(key)) => {
+                    debug!(apikey = %key, "gone before its reconcile");
+                }
+                Err(e) => warn!(error = %e, "controller error"),
             }
             future::ready(())
         })
         .await;
 }
 
-/// Drops what the operator never reads from cached objects (managed fields, kubectl's
-/// last-applied copy), so the caches hold half as much per key.
+/// Drops from cached objects what the operator never reads: managed fields, labels (the users'
+/// on ApiKeys; on Secrets, the watch has already selected by them) and every annotation but the
+/// operator's own (`apikey.dev/...`: kubectl's last-applied copy alone is as large as the rest
+/// of an ApiKey). Each map left non-empty costs a B-tree node of about half a KiB per object.
 fn slim<K: kube::Resource>(object: &mut K) {
-    object.meta_mut().managed_fields = None;
-    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    meta.labels = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|k, _| k.starts_with(OWN_ANNOTATION_PREFIX));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
+
+/// Prefix of every annotation the operator reads.
+const OWN_ANNOTATION_PREFIX: &str = "apikey.dev/";
 
 /// Resolves once `store` holds its initial list (`false` if its writer is gone). kube-runtime's
 /// readiness signal wakes only the last of several waiters, and the controller waits on the same
@@ -302,26 +360,29 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
     if key.metadata.deletion_timestamp.is_some() {
         return Ok((Action::await_change(), "deleting"));
     }
+    if ctx.is_superseded(key) {
+        return Ok((Action::await_change(), "superseded"));
+    }
     let namespace = key
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let keys = ctx.keys.state();
-    let active = decision::active_for_user(key, keys.iter().map(|k| &**k));
+    let siblings: Vec<Arc<ApiKey>> = ctx
+        .siblings
+        .of(&namespace, &key.spec.user)
+        .into_iter()
+        .filter_map(|name| ctx.keys.get(&ObjectRef::new(&name).within(&namespace)))
+        .collect();
+    let active = decision::active_for_user(key, siblings.iter().map(|k| &**k));
 
-    // Decide from the caches first: a key with nothing to do costs no API call.
+    // Decide from the caches first: a key with nothing to do costs no API call, and the Secret is
+    // read only when the cache cannot be acted on (see decision::confirm_on_fresh_read).
     let cached = ctx
         .secrets
         .get(&ObjectRef::new(&key.secret_name()).within(&namespace));
-    let mut plan = decision::decide(
-        key,
-        active.clone(),
-        &SecretState::of(key, cached.as_deref()),
-    );
-    if cached.is_none() || matches!(plan, Plan::Issue { .. }) {
-        // Before acting, and when the cache cannot tell (a missing or foreign Secret is not in the
-        // label-selected cache), decide again on a fresh read, so a lagging cache never causes a
-        // rotation.
+    let cached = SecretState::of(key, cached.as_deref());
+    let mut plan = decision::decide(key, active.clone(), &cached);
+    if decision::confirm_on_fresh_read(key, &plan, &cached) {
         let fresh = secrets.get_opt(&key.secret_name()).await?;
         plan = decision::decide(key, active, &SecretState::of(key, fresh.as_ref()));
     }
@@ -380,6 +441,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         debug!(apikey = %ObjectRef::from_obj(key), "status changed meanwhile; retrying");
         return Ok((Action::requeue(STALE_RETRY), "stale"));
     }
+    ctx.wrote_status(key, key.resource_version());
     let previous_reason = key.ready_condition().map(|c| c.reason.as_str());
     if let Some(condition) = outcome_status.conditions.first()
         && condition.status == "False"
@@ -519,14 +581,7 @@ async fn publish(
     action: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: action.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &key.object_ref(&())).await {
+    if let Err(e) = ctx.events.publish(key, type_, reason, action, note).await {
         warn!(apikey = %ObjectRef::from_obj(key), error = %e, "could not record event");
     }
 }
@@ -534,6 +589,38 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_objects_keep_only_what_the_operator_reads() {
+        let mut key = crate::test_support::key("web", "alice", 1);
+        key.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+        key.metadata.annotations = Some(
+            [
+                (
+                    crate::crd::REGENERATE_ANNOTATION.to_string(),
+                    "1".to_string(),
+                ),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        key.metadata.managed_fields = Some(vec![Default::default()]);
+        let before = key.clone();
+        slim(&mut key);
+        assert_eq!(key.metadata.labels, None);
+        assert_eq!(key.metadata.managed_fields, None);
+        assert_eq!(key.regenerate_request(), Some("1"));
+        assert_eq!(key.annotations().len(), 1);
+        assert_eq!((&key.spec, &key.status), (&before.spec, &before.status));
+
+        let mut other = crate::test_support::key("db", "bob", 2);
+        other.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
+        slim(&mut other);
+        assert_eq!(other.metadata.annotations, None, "no empty map is kept");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

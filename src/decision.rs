@@ -181,6 +181,33 @@ pub fn decide(key: &ApiKey, active: Result<(), String>, secret: &SecretState) ->
     }
 }
 
+/// Whether a plan decided from the caches must be decided again on a fresh read of the Secret
+/// before anything is written, so that a lagging cache never causes a rotation.
+///
+/// A Secret missing from the cache may exist (a foreign one is not in the label-selected cache,
+/// or the cache is behind): only a read can tell. A regeneration decided on a cached Secret that
+/// the status agrees with needs no read: the write is preconditioned on that Secret's
+/// resourceVersion, so if the cache was behind, the write fails and nothing rotates. When status
+/// and cached Secret disagree, the cache may be behind the operator's own last rotation; reading
+/// first saves computing a hash that the precondition would throw away.
+pub fn confirm_on_fresh_read(key: &ApiKey, plan: &Plan, cached: &SecretState) -> bool {
+    match (plan, cached) {
+        (_, SecretState::Missing) => true,
+        (
+            Plan::Issue {
+                reason: IssueReason::Regenerated,
+                ..
+            },
+            SecretState::Owned(managed),
+        ) => {
+            let published = key.status.as_ref().and_then(|s| s.secret_hash.as_ref());
+            published.is_none() || published != managed.hash.as_ref()
+        }
+        (Plan::Issue { .. }, _) => true,
+        _ => false,
+    }
+}
+
 /// Whether `key` is the active key for its user among `keys` (all ApiKeys the operator sees): the
 /// oldest by creation time, then by name, among live ApiKeys in its namespace for the same user.
 /// `Err` holds the name of the active one.
@@ -233,6 +260,58 @@ mod tests {
             ..Default::default()
         });
         k
+    }
+
+    #[test]
+    fn only_a_regeneration_the_status_agrees_with_skips_the_fresh_read() {
+        let k = key("web", "alice", 1);
+        let secret = managed(&k, Some("v1"));
+        let mut k = with_request(k, "v2");
+        let owned = SecretState::Owned(secret.clone());
+        let regenerate = decide(&k, Ok(()), &owned);
+        assert!(matches!(
+            regenerate,
+            Plan::Issue {
+                reason: IssueReason::Regenerated,
+                ..
+            }
+        ));
+        // no status yet, or a status showing another hash: the cache may be behind
+        assert!(confirm_on_fresh_read(&k, &regenerate, &owned));
+        k.status = Some(ApiKeyStatus {
+            secret_hash: Some("$argon2id$other".into()),
+            ..ApiKeyStatus::default()
+        });
+        assert!(confirm_on_fresh_read(&k, &regenerate, &owned));
+        // the status shows the cached Secret's hash: the precondition suffices
+        k.status = Some(ApiKeyStatus {
+            secret_hash: secret.hash.clone(),
+            ..ApiKeyStatus::default()
+        });
+        assert!(!confirm_on_fresh_read(&k, &regenerate, &owned));
+
+        // a missing Secret is always read; an altered one too; nothing to write, nothing to read
+        let created = decide(&k, Ok(()), &SecretState::Missing);
+        assert!(confirm_on_fresh_read(&k, &created, &SecretState::Missing));
+        let mut altered = secret.clone();
+        altered.fingerprint = Some("edited".into());
+        let altered = SecretState::Owned(altered);
+        assert!(confirm_on_fresh_read(
+            &k,
+            &decide(&k, Ok(()), &altered),
+            &altered
+        ));
+        let in_sync = SecretState::Owned(managed(&k, Some("v2")));
+        assert!(!confirm_on_fresh_read(
+            &k,
+            &decide(&k, Ok(()), &in_sync),
+            &in_sync
+        ));
+        assert!(!confirm_on_fresh_read(
+            &k,
+            &Plan::Conflict,
+            &SecretState::Foreign
+        ));
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::Duration;
 use http::{Method, Request, Response, StatusCode};
 use k8s_openapi::api::core::v1::Secret;
 use kube::client::Body;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt as _};
@@ -21,9 +20,11 @@ use tower_test::mock::{self, SendResponse};
 
 use crate::controller::Context;
 use crate::crd::ApiKey;
+use crate::events::Events;
 use crate::hashing::{HashParams, Hasher};
 use crate::metrics::Metrics;
 use crate::secret::MANAGER;
+use crate::siblings::Siblings;
 
 /// How long the verifier waits for the reconciler's next request.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
@@ -219,16 +220,13 @@ pub fn context(
 ) -> (Arc<Context>, ApiServerVerifier, Arc<Metrics>) {
     let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: MANAGER.into(),
-            instance: Some("test".into()),
-        },
-    );
+    let events = Events::new(client.clone(), MANAGER, "test");
     let (keys_store, mut keys_writer) = reflector::store();
+    let siblings = Siblings::default();
     for k in keys {
-        keys_writer.apply_watcher_event(&watcher::Event::Apply(k));
+        let event = watcher::Event::Apply(k);
+        keys_writer.apply_watcher_event(&event);
+        siblings.apply(&event);
     }
     let (secrets_store, mut secrets_writer) = reflector::store();
     for s in secrets {
@@ -237,9 +235,10 @@ pub fn context(
     let metrics = Arc::new(Metrics::default());
     let ctx = Context::new(
         client,
-        recorder,
+        events,
         cheap_hasher(),
         keys_store,
+        siblings,
         secrets_store,
         metrics.clone(),
     );

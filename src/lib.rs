@@ -11,11 +11,13 @@ pub mod crd;
 pub mod credentials;
 pub mod decision;
 pub mod error;
+pub mod events;
 pub mod hashing;
 pub mod health;
 pub mod leader;
 pub mod metrics;
 pub mod secret;
+pub mod siblings;
 pub mod status;
 
 #[cfg(test)]

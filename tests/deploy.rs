@@ -130,6 +130,18 @@ fn service_account_has_exactly_what_the_operator_uses() {
         !ok_ && out.trim() == "no",
         "the operator never deletes Secrets: {out}"
     );
+    let (ok_, out) = as_operator(&[
+        "-n",
+        &ns.name,
+        "auth",
+        "can-i",
+        "patch",
+        "events.events.k8s.io",
+    ]);
+    assert!(
+        !ok_ && out.trim() == "no",
+        "events are only created, never patched: {out}"
+    );
     assert_eq!(
         ns.ok(&["get", "apikey", "k", "-o", "name"]).trim(),
         "apikey.apikey.dev/k"
