@@ -241,9 +241,22 @@ fn changed(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) 
     changed_or_gone + created
 }
 
-/// Number of Events stored in `namespace`.
-pub async fn count_events(client: &Client, namespace: &str) -> Result<usize> {
-    Ok(versions::<CoreEvent>(client, namespace).await?.len())
+/// Number of Events in `namespace` reported by another controller than `reporter`.
+pub async fn count_events_not_by(
+    client: &Client,
+    namespace: &str,
+    reporter: &str,
+) -> Result<usize> {
+    let events: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
+    let list = events
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing events in {namespace}: {e}"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|e| e.reporting_component.as_deref() != Some(reporter))
+        .count())
 }
 
 #[cfg(test)]

@@ -3,15 +3,18 @@
 //!
 //! It installs the CRD, starts the release build of `apikey-operator` as a child process scoped to
 //! a fresh namespace, and times five phases there: create, regenerate, idle, memory, delete. Then,
-//! in another fresh namespace with no operator, it times a plain client doing the same API writes
-//! without hashing (and N argon2id hashes on all cores) to get the limit of each phase. It prints
-//! one table, optionally writes it as JSON, and deletes both namespaces. It reports against the
-//! targets and never fails on them: the exit code is non-zero only on errors.
+//! in two other fresh namespaces with no operator, it times a plain client doing the same API
+//! writes: without hashing, and with each key's argon2id hash computed on the same cores; and N
+//! hashes alone on all cores. Those are the limits of the phases. It also reports the CPU time of
+//! the operator (or the plain client) and of the local control plane in each phase. It prints one
+//! table, optionally writes it as JSON, and deletes the namespaces. It reports against the targets
+//! and never fails on them: the exit code is non-zero only on errors.
 //!
 //! It never reads, prints or logs a client secret.
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod cpu;
 mod limits;
 mod operator;
 mod phases;
@@ -155,20 +158,26 @@ async fn bench(client: &kube::Client, args: &Args, cleanup: &Cleanup) -> Result<
 
     let suffix = cluster::random_suffix()?;
     let operator_ns = format!("{}-{suffix}", args.namespace_prefix);
-    let limit_ns = format!("{}-limit-{suffix}", args.namespace_prefix);
+    let limit_ns = [
+        format!("{}-limit-{suffix}", args.namespace_prefix),
+        format!("{}-limit-hashing-{suffix}", args.namespace_prefix),
+    ];
 
     cluster::create_namespace(client, &operator_ns).await?;
     cleanup.add(&operator_ns);
     let measured = phases::run(client, args, &operator_bin, &operator_ns).await?;
 
-    cluster::create_namespace(client, &limit_ns).await?;
-    cleanup.add(&limit_ns);
-    let limits = limits::run(client, args, &limit_ns).await?;
+    for namespace in &limit_ns {
+        cluster::create_namespace(client, namespace).await?;
+        cleanup.add(namespace);
+    }
+    let limit_ns = [limit_ns[0].as_str(), limit_ns[1].as_str()];
+    let limits = limits::run(client, args, limit_ns).await?;
 
     Ok(report::Report::new(
         args,
         &operator_ns,
-        &limit_ns,
+        limit_ns,
         measured,
         limits,
     ))

@@ -119,7 +119,7 @@ impl Operator {
 
     /// User plus system CPU time consumed so far.
     pub fn cpu_time(&self) -> Result<Duration> {
-        cpu_time(self.pid())
+        crate::cpu::cpu_time(self.pid())
     }
 
     /// Peak (`VmHWM`) and current (`VmRSS`) resident set size in bytes.
@@ -202,42 +202,6 @@ fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     Ok((code, body))
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times: `getconf CLK_TCK`, else 100 (Linux).
-fn clock_ticks_per_second() -> u64 {
-    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(100)
-    })
-}
-
-/// utime + stime of `pid` from `/proc/<pid>/stat`.
-fn cpu_time(pid: u32) -> Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
-    let ticks = parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse {path}"))?;
-    let per_second = clock_ticks_per_second();
-    Ok(Duration::from_secs(ticks / per_second)
-        + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second))
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2) may
-/// hold spaces and parentheses, so fields are counted after its closing parenthesis.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(')')?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts with field 3 (state): field k is at index k - 3.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// `VmHWM` and `VmRSS` of `pid` from `/proc/<pid>/status`.
 fn rss(pid: u32) -> Result<Rss> {
     let path = format!("/proc/{pid}/status");
@@ -267,13 +231,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_ticks_are_counted_after_the_command_name() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 9 0 1 2 3";
-        assert_eq!(parse_cpu_ticks(stat), Some(281));
-        assert_eq!(parse_cpu_ticks("42 (x) S 1"), None);
-    }
-
-    #[test]
     fn rss_is_read_in_bytes() {
         let status = "Name:\tx\nVmPeak:\t  9 kB\nVmHWM:\t   2048 kB\nVmRSS:\t   1024 kB\n";
         assert_eq!(
@@ -288,7 +245,6 @@ mod tests {
     #[test]
     fn own_process_is_readable() {
         let me = std::process::id();
-        assert!(cpu_time(me).is_ok());
         assert!(rss(me).is_ok_and(|r| r.peak >= r.current && r.current > 0));
     }
 }

@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 
 use crate::cluster::{self, BENCH_SELECTOR, Snapshot, Writes};
+use crate::cpu::{Meter, PhaseCpu};
 use crate::operator::{Operator, Rss};
 use crate::track::Tracker;
 use crate::{Args, Result};
@@ -25,6 +26,8 @@ pub struct Measured {
     pub regenerate: Duration,
     /// From the DeleteCollection until every Secret is gone.
     pub delete: Duration,
+    /// CPU used during create, regenerate and delete.
+    pub cpu: [PhaseCpu; 3],
     /// The idle phase.
     pub idle: Idle,
     /// Resident memory with N keys live, right before the delete phase.
@@ -53,9 +56,13 @@ pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> R
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
 
+    let meter = Meter::start(operator.pid())?;
     let create = create(&keys, args).await?;
+    let create_cpu = meter.stop()?;
     eprintln!("create: {:.2} s", create.as_secs_f64());
+    let meter = Meter::start(operator.pid())?;
     let regenerate = regenerate(&keys, &secrets, args).await?;
+    let regenerate_cpu = meter.stop()?;
     eprintln!("regenerate: {:.2} s", regenerate.as_secs_f64());
 
     settle(&keys, &secrets, args).await?;
@@ -67,7 +74,9 @@ pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> R
     );
     let rss = operator.rss()?;
 
+    let meter = Meter::start(operator.pid())?;
     let delete = delete_and_wait(&keys, &secrets, args).await?;
+    let delete_cpu = meter.stop()?;
     eprintln!("delete: {:.2} s", delete.as_secs_f64());
 
     save_metrics(&operator);
@@ -77,6 +86,7 @@ pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> R
         create,
         regenerate,
         delete,
+        cpu: [create_cpu, regenerate_cpu, delete_cpu],
         idle,
         rss,
         log,

@@ -7,8 +7,16 @@ use serde::Serialize;
 
 use crate::Args;
 use crate::cluster::Writes;
+use crate::cpu::PhaseCpu;
 use crate::limits::Limits;
 use crate::phases::Measured;
+
+/// The plain client's writes, without hashing: the issue's limit for create and delete.
+const LIMIT_WRITES: &str = "plain client's writes";
+/// The issue's limit for regenerate.
+const LIMIT_MAX: &str = "max(writes, hashing alone)";
+/// The plain client doing the writes and the hashing together, on the same cores.
+const LIMIT_WITH_HASHING: &str = "writes + hashing, same cores";
 
 /// Largest ratio of measured to limit time the targets allow for create, regenerate and delete.
 pub const RATIO_TARGET: f64 = 1.25;
@@ -30,14 +38,17 @@ pub struct Report {
     pub cores: usize,
     /// Namespace the operator ran in.
     pub operator_namespace: String,
-    /// Namespace of the plain-client limits.
-    pub limit_namespace: String,
+    /// Namespaces of the plain-client limits (writes alone, writes with hashing).
+    pub limit_namespaces: [String; 2],
     /// The operator's log file.
     pub operator_log: String,
-    /// create, regenerate, delete.
+    /// create, regenerate, delete, each against the limit the issue defines and, for create and
+    /// regenerate, against the plain client doing the writes and the hashing together.
     pub phases: Vec<PhaseRow>,
-    /// The two parts of the regenerate limit.
-    pub regenerate_limit: RegenerateLimit,
+    /// The parts of the limits.
+    pub limit_parts: LimitParts,
+    /// Where the CPU went in each timed phase, for the operator and for the plain client.
+    pub cpu: Vec<CpuRow>,
     /// The idle phase.
     pub idle: IdleRow,
     /// Resident memory with N keys live.
@@ -51,6 +62,8 @@ pub struct PhaseRow {
     pub phase: String,
     /// Time the operator took.
     pub measured_seconds: f64,
+    /// What the limit is.
+    pub limit: String,
     /// Time the plain client (or hashing) took.
     pub limit_seconds: f64,
     /// measured / limit.
@@ -59,15 +72,28 @@ pub struct PhaseRow {
     pub target_ratio: f64,
 }
 
-/// The regenerate limit is the larger of these.
+/// The measurements the limits are made of.
 #[derive(Clone, Debug, Serialize)]
-pub struct RegenerateLimit {
-    /// The plain client's writes.
-    pub writes_seconds: f64,
-    /// N argon2id hashes with the default parameters.
+pub struct LimitParts {
+    /// The plain client's create writes, without hashing.
+    pub create_writes_seconds: f64,
+    /// The plain client's regenerate writes, without hashing.
+    pub regenerate_writes_seconds: f64,
+    /// N argon2id hashes with the default parameters, alone.
     pub hashing_seconds: f64,
     /// Threads the hashes ran on.
     pub hash_threads: usize,
+}
+
+/// CPU seconds of one phase: the operator's run beside the plain client's.
+#[derive(Clone, Debug, Serialize)]
+pub struct CpuRow {
+    /// Phase name.
+    pub phase: String,
+    /// With the operator.
+    pub operator: PhaseCpu,
+    /// With the plain client (create and regenerate: with hashing).
+    pub plain_client: PhaseCpu,
 }
 
 /// What the operator did with nothing to do.
@@ -103,12 +129,13 @@ impl Report {
     pub fn new(
         args: &Args,
         operator_namespace: &str,
-        limit_namespace: &str,
+        limit_namespaces: [&str; 2],
         measured: Measured,
         limits: Limits,
     ) -> Self {
-        let row = |phase: &str, m: Duration, l: Duration| PhaseRow {
+        let row = |phase: &str, limit: &str, m: Duration, l: Duration| PhaseRow {
             phase: phase.into(),
+            limit: limit.into(),
             measured_seconds: round(m.as_secs_f64(), 3),
             limit_seconds: round(l.as_secs_f64(), 3),
             ratio: round(ratio(m, l), 3),
@@ -121,18 +148,50 @@ impl Report {
             concurrency: args.concurrency,
             cores: limits.hash_threads,
             operator_namespace: operator_namespace.into(),
-            limit_namespace: limit_namespace.into(),
+            limit_namespaces: limit_namespaces.map(String::from),
             operator_log: measured.log,
             phases: vec![
-                row("create", measured.create, limits.create),
-                row("regenerate", measured.regenerate, limits.regenerate()),
-                row("delete", measured.delete, limits.delete),
+                row(
+                    "create",
+                    LIMIT_WRITES,
+                    measured.create,
+                    limits.create_writes,
+                ),
+                row(
+                    "create",
+                    LIMIT_WITH_HASHING,
+                    measured.create,
+                    limits.create_with_hashing,
+                ),
+                row(
+                    "regenerate",
+                    LIMIT_MAX,
+                    measured.regenerate,
+                    limits.regenerate_max(),
+                ),
+                row(
+                    "regenerate",
+                    LIMIT_WITH_HASHING,
+                    measured.regenerate,
+                    limits.regenerate_with_hashing,
+                ),
+                row("delete", LIMIT_WRITES, measured.delete, limits.delete),
             ],
-            regenerate_limit: RegenerateLimit {
-                writes_seconds: round(limits.regenerate_writes.as_secs_f64(), 3),
+            limit_parts: LimitParts {
+                create_writes_seconds: round(limits.create_writes.as_secs_f64(), 3),
+                regenerate_writes_seconds: round(limits.regenerate_writes.as_secs_f64(), 3),
                 hashing_seconds: round(limits.hashing.as_secs_f64(), 3),
                 hash_threads: limits.hash_threads,
             },
+            cpu: ["create", "regenerate", "delete"]
+                .iter()
+                .zip(measured.cpu.iter().zip(limits.cpu.iter()))
+                .map(|(phase, (operator, plain_client))| CpuRow {
+                    phase: (*phase).into(),
+                    operator: *operator,
+                    plain_client: *plain_client,
+                })
+                .collect(),
             idle: IdleRow {
                 seconds: round(wall, 3),
                 writes: idle.writes.total(),
@@ -162,27 +221,48 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<12} {:>12} {:>12} {:>8}   target",
-            "phase", "measured s", "limit s", "ratio"
+            "{:<11} {:>10} {:>9} {:>7}   {:<18} limit",
+            "phase", "measured s", "limit s", "ratio", "target"
         );
         for p in &self.phases {
             let _ = writeln!(
                 out,
-                "{:<12} {:>12.2} {:>12.2} {:>7.2}x   <= {:.2}x {}",
+                "{:<11} {:>10.2} {:>9.2} {:>6.2}x   <= {:.2}x {:<9} {}",
                 p.phase,
                 p.measured_seconds,
                 p.limit_seconds,
                 p.ratio,
                 p.target_ratio,
-                verdict(p.ratio <= p.target_ratio)
+                verdict(p.ratio <= p.target_ratio),
+                p.limit
             );
         }
-        let r = &self.regenerate_limit;
+        let l = &self.limit_parts;
         let _ = writeln!(
             out,
-            "  (regenerate limit = max(plain-client writes {:.2} s, {} argon2id hashes on {} threads {:.2} s))",
-            r.writes_seconds, self.keys, r.hash_threads, r.hashing_seconds
+            "  (plain client: create writes {:.2} s, regenerate writes {:.2} s; {} argon2id hashes alone on {} threads {:.2} s)",
+            l.create_writes_seconds,
+            l.regenerate_writes_seconds,
+            self.keys,
+            l.hash_threads,
+            l.hashing_seconds
         );
+        let _ = writeln!(
+            out,
+            "CPU s       {:>10} {:>14}   {:>12} {:>14}",
+            "operator", "control plane", "plain client", "control plane"
+        );
+        for c in &self.cpu {
+            let _ = writeln!(
+                out,
+                "{:<11} {:>10.2} {:>14.2}   {:>12.2} {:>14.2}",
+                c.phase,
+                c.operator.worker_seconds,
+                c.operator.control_plane_seconds,
+                c.plain_client.worker_seconds,
+                c.plain_client.control_plane_seconds
+            );
+        }
         let i = &self.idle;
         let w = &i.writes_by_kind;
         let _ = writeln!(
