@@ -27,6 +27,7 @@ use crate::hashing::Hasher;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
+use crate::secret_cache::SecretCache;
 use crate::siblings::Siblings;
 use crate::status::{self, Outcome};
 
@@ -53,8 +54,8 @@ pub struct Context {
     pub keys: Store<ApiKey>,
     /// The ApiKeys of each user, beside `keys` (for the one-key-per-user rule).
     pub siblings: Siblings,
-    /// Cache of the Secrets the operator manages (selected by label).
-    pub secrets: Store<Secret>,
+    /// What the operator keeps of the Secrets it manages (selected by label).
+    pub secrets: SecretCache,
     /// Metrics shared by all scopes.
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per ApiKey, for exponential backoff.
@@ -72,7 +73,7 @@ impl Context {
         hasher: Hasher,
         keys: Store<ApiKey>,
         siblings: Siblings,
-        secrets: Store<Secret>,
+        secrets: SecretCache,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -196,14 +197,19 @@ async fn controller_for(
     let secrets_api: Api<Secret> = api(&client, ns);
 
     // Only the Secrets we manage, selected by label: the cluster's other Secrets are never listed.
-    let (secrets, writer) = reflector::store();
+    let secrets = SecretCache::default();
     let secret_events = watcher(
         secrets_api,
         watcher::Config::default().labels(MANAGED_SELECTOR),
     )
     .default_backoff()
-    .modify(slim)
-    .reflect(writer)
+    .map_ok({
+        let secrets = secrets.clone();
+        move |event| {
+            secrets.apply(&event);
+            event
+        }
+    })
     .touched_objects();
 
     let (keys, key_writer) = reflector::store();
@@ -217,10 +223,8 @@ async fn controller_for(
             scope.pending.clone(),
         );
         tokio::spawn(async move {
-            if synced(&keys).await
-                && synced(&secrets).await
-                && pending.fetch_sub(1, Ordering::SeqCst) == 1
-            {
+            secrets.synced().await;
+            if synced(&keys).await && pending.fetch_sub(1, Ordering::SeqCst) == 1 {
                 info!("caches synced");
                 health.set_synced();
             }
@@ -280,12 +284,12 @@ async fn controller_for(
         .await;
 }
 
-/// Drops from cached objects what the operator never reads: managed fields, labels (the users'
-/// on ApiKeys; on Secrets, the watch has already selected by them) and every annotation but the
-/// operator's own (`apikey.dev/...`: kubectl's last-applied copy alone is as large as the rest
-/// of an ApiKey). Each map left non-empty costs a B-tree node of about half a KiB per object.
-fn slim<K: kube::Resource>(object: &mut K) {
-    let meta = object.meta_mut();
+/// Drops from cached ApiKeys what the operator never reads: managed fields, labels and every
+/// annotation but the operator's own (`apikey.dev/...`: kubectl's last-applied copy alone is as
+/// large as the rest of an ApiKey). Each map left non-empty costs a B-tree node of about half a
+/// KiB per object.
+fn slim(key: &mut ApiKey) {
+    let meta = &mut key.metadata;
     meta.managed_fields = None;
     meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
@@ -377,14 +381,12 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
 
     // Decide from the caches first: a key with nothing to do costs no API call, and the Secret is
     // read only when the cache cannot be acted on (see decision::confirm_on_fresh_read).
-    let cached = ctx
-        .secrets
-        .get(&ObjectRef::new(&key.secret_name()).within(&namespace));
-    let cached = SecretState::of(key, cached.as_deref());
+    let cached = SecretState::of(key, ctx.secrets.get(&namespace, &key.secret_name()));
     let mut plan = decision::decide(key, active.clone(), &cached);
     if decision::confirm_on_fresh_read(key, &plan, &cached) {
         let fresh = secrets.get_opt(&key.secret_name()).await?;
-        plan = decision::decide(key, active, &SecretState::of(key, fresh.as_ref()));
+        let fresh = fresh.as_ref().map(ManagedSecret::read);
+        plan = decision::decide(key, active, &SecretState::of(key, fresh));
     }
 
     // Kubernetes keeps times to the second; so do we, so that what we write compares equal to

@@ -24,6 +24,7 @@ use crate::events::Events;
 use crate::hashing::{HashParams, Hasher};
 use crate::metrics::Metrics;
 use crate::secret::MANAGER;
+use crate::secret_cache::SecretCache;
 use crate::siblings::Siblings;
 
 /// How long the verifier waits for the reconciler's next request.
@@ -228,9 +229,9 @@ pub fn context(
         keys_writer.apply_watcher_event(&event);
         siblings.apply(&event);
     }
-    let (secrets_store, mut secrets_writer) = reflector::store();
+    let secrets_cache = SecretCache::default();
     for s in secrets {
-        secrets_writer.apply_watcher_event(&watcher::Event::Apply(s));
+        secrets_cache.apply(&watcher::Event::Apply(s));
     }
     let metrics = Arc::new(Metrics::default());
     let ctx = Context::new(
@@ -239,7 +240,7 @@ pub fn context(
         cheap_hasher(),
         keys_store,
         siblings,
-        secrets_store,
+        secrets_cache,
         metrics.clone(),
     );
     (Arc::new(ctx), ApiServerVerifier(handle), metrics)

@@ -16,7 +16,9 @@ pub mod hashing;
 pub mod health;
 pub mod leader;
 pub mod metrics;
+pub mod mirror;
 pub mod secret;
+pub mod secret_cache;
 pub mod siblings;
 pub mod status;
 

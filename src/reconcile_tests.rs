@@ -198,7 +198,7 @@ async fn first_reconcile_creates_the_secret_then_publishes_its_hash() {
         "the hash is the client secret's"
     );
     assert_eq!(annotation(&written, HANDLED_ANNOTATION), "");
-    assert!(ManagedSecret::read(&written).is_intact());
+    assert!(ManagedSecret::read(&written).intact);
     create.respond(StatusCode::CREATED, &stored(written.clone(), "1"));
 
     let event = server.expect_event("ns", "Normal", "Created").await;
@@ -347,7 +347,7 @@ async fn new_regenerate_value_rewrites_the_secret_keeping_the_client_id() {
     assert_ne!(hash, old.hash);
     assert!(hashing::verify(&client_secret, &hash));
     assert!(!hashing::verify(old.client_secret.expose(), &hash));
-    assert!(secret::is_controlled_by(&written, &key));
+    assert!(ManagedSecret::read(&written).is_controlled_by(&key));
     assert_eq!(
         written.labels().get(MANAGED_BY_LABEL).map(String::as_str),
         Some(MANAGER)

@@ -39,25 +39,28 @@ pub const HANDLED_ANNOTATION: &str = "apikey.dev/handled-regenerate";
 /// Annotation: when this client secret was generated (RFC 3339).
 pub const ROTATED_AT_ANNOTATION: &str = "apikey.dev/rotated-at";
 
-/// What the operator reads back from a Secret it controls.
+/// What the operator reads back from a Secret carrying its label: whose it is, and what the
+/// decisions need of it. The plaintext client secret is checked on reading and not kept, so the
+/// cache of every managed Secret holds no credentials and a fraction of the Secrets' size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManagedSecret {
     /// Secret name.
     pub name: String,
     /// `resourceVersion` it was read at, the precondition of the next write.
     pub resource_version: Option<String>,
+    /// UID of the object its controller ownerReference names, if it has one.
+    pub controller_uid: Option<String>,
     /// `client_id` data, if present and UTF-8.
     pub client_id: Option<String>,
-    /// `client_secret` data, if present and UTF-8.
-    pub client_secret: Option<ClientSecret>,
     /// [`HASH_ANNOTATION`].
     pub hash: Option<String>,
-    /// [`FINGERPRINT_ANNOTATION`].
-    pub fingerprint: Option<String>,
     /// [`HANDLED_ANNOTATION`]; `None` when no request was ever handled.
     pub handled_request: Option<String>,
     /// [`ROTATED_AT_ANNOTATION`].
     pub rotated_at: Option<Time>,
+    /// Whether the credentials are as the operator wrote them: both present, well-formed, matching
+    /// the fingerprint written beside them, and with an argon2id hash to publish.
+    pub intact: bool,
 }
 
 impl ManagedSecret {
@@ -68,51 +71,45 @@ impl ManagedSecret {
                 .data
                 .as_ref()
                 .and_then(|d| d.get(k))
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
+                .and_then(|b| std::str::from_utf8(&b.0).ok())
         };
         let annotation = |k: &str| secret.annotations().get(k).cloned();
+        let client_id = data(CLIENT_ID_KEY);
+        let hash = annotation(HASH_ANNOTATION);
+        let intact = match (client_id, data(CLIENT_SECRET_KEY)) {
+            (Some(id), Some(plaintext)) => {
+                let plaintext = ClientSecret::new(plaintext.to_owned());
+                credentials::is_well_formed_client_id(id)
+                    && plaintext.is_well_formed()
+                    && annotation(FINGERPRINT_ANNOTATION)
+                        .is_some_and(|fp| fp == credentials::fingerprint(id, &plaintext))
+                    && hash.as_deref().is_some_and(|h| h.starts_with("$argon2id$"))
+            }
+            _ => false,
+        };
         Self {
             name: secret.name_any(),
             resource_version: secret.resource_version(),
-            client_id: data(CLIENT_ID_KEY),
-            client_secret: data(CLIENT_SECRET_KEY).map(ClientSecret::new),
-            hash: annotation(HASH_ANNOTATION),
-            fingerprint: annotation(FINGERPRINT_ANNOTATION),
+            controller_uid: secret
+                .owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.clone()),
+            client_id: client_id.map(str::to_owned),
+            hash,
             handled_request: annotation(HANDLED_ANNOTATION).filter(|v| !v.is_empty()),
             rotated_at: annotation(ROTATED_AT_ANNOTATION)
                 .and_then(|t| t.parse().ok())
                 .map(Time),
+            intact,
         }
     }
 
-    /// Whether the credentials are as the operator wrote them: both present, well-formed, matching
-    /// the fingerprint written beside them, and with a hash to publish.
-    pub fn is_intact(&self) -> bool {
-        match (&self.client_id, &self.client_secret, &self.fingerprint) {
-            (Some(id), Some(secret), Some(fp)) => {
-                credentials::is_well_formed_client_id(id)
-                    && secret.is_well_formed()
-                    && *fp == credentials::fingerprint(id, secret)
-                    && self
-                        .hash
-                        .as_deref()
-                        .is_some_and(|h| h.starts_with("$argon2id$"))
-            }
-            _ => false,
-        }
+    /// Whether the Secret has a controller ownerReference to this very ApiKey (by UID). Only such
+    /// Secrets are ever written.
+    pub fn is_controlled_by(&self, key: &ApiKey) -> bool {
+        key.metadata.uid.is_some() && self.controller_uid == key.metadata.uid
     }
-}
-
-/// Whether `secret` has a controller ownerReference to this very ApiKey (by UID). Only such
-/// Secrets are ever written.
-pub fn is_controlled_by(secret: &Secret, key: &ApiKey) -> bool {
-    let Some(uid) = key.metadata.uid.as_deref() else {
-        return false;
-    };
-    secret
-        .owner_references()
-        .iter()
-        .any(|o| o.controller == Some(true) && o.uid == uid)
 }
 
 /// New credentials and their bookkeeping, ready to be written.
@@ -206,14 +203,13 @@ mod tests {
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].kind, "ApiKey");
         assert_eq!(owners[0].controller, Some(true));
-        assert!(is_controlled_by(&s, &k));
         let read = ManagedSecret::read(&s);
+        assert!(read.is_controlled_by(&k));
         assert_eq!(read.client_id.as_deref(), Some(c.client_id.as_str()));
-        assert_eq!(read.client_secret.as_ref(), Some(&c.client_secret));
         assert_eq!(read.hash.as_deref(), Some(c.hash.as_str()));
         assert_eq!(read.handled_request.as_deref(), Some("r1"));
         assert_eq!(read.rotated_at, Some(c.rotated_at.clone()));
-        assert!(read.is_intact());
+        assert!(read.intact);
     }
 
     #[test]
@@ -241,8 +237,8 @@ mod tests {
         let mut other = key("web", "alice", 1);
         other.metadata.uid = Some("someone-else".into());
         let s = build(&other, &creds(None), None).unwrap();
-        assert!(!is_controlled_by(&s, &k));
-        assert!(!is_controlled_by(&Secret::default(), &k));
+        assert!(!ManagedSecret::read(&s).is_controlled_by(&k));
+        assert!(!ManagedSecret::read(&Secret::default()).is_controlled_by(&k));
     }
 
     #[test]
@@ -255,8 +251,16 @@ mod tests {
             CLIENT_SECRET_KEY.into(),
             ByteString(other.expose().as_bytes().to_vec()),
         );
-        assert!(!ManagedSecret::read(&s).is_intact());
+        assert!(!ManagedSecret::read(&s).intact);
+
+        let mut s = build(&k, &creds(None), None).unwrap();
+        let other = crate::credentials::generate_client_id().unwrap();
+        s.data
+            .as_mut()
+            .unwrap()
+            .insert(CLIENT_ID_KEY.into(), ByteString(other.as_bytes().to_vec()));
+        assert!(!ManagedSecret::read(&s).intact, "a changed client id");
         s.data.as_mut().unwrap().remove(CLIENT_ID_KEY);
-        assert!(!ManagedSecret::read(&s).is_intact());
+        assert!(!ManagedSecret::read(&s).intact, "a removed value");
     }
 }

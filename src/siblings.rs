@@ -4,7 +4,7 @@
 //! At 10,000 keys a scan of the cache per reconcile and per watch event was most of the operator's
 //! own CPU; the index is fed by the same watch events as the cache, so it needs no API call.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::ResourceExt as _;
@@ -12,33 +12,48 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::crd::ApiKey;
+use crate::mirror::{Index, Mirror};
 
 /// (namespace, user) of an ApiKey.
 type UserRef = (String, String);
 
 /// The names of the ApiKeys of each (namespace, user), following a watch of ApiKeys.
-///
-/// It mirrors the reflector's store: a re-list builds a new index that replaces the old one when
-/// the list is complete, so keys deleted while the watch was down do not linger.
 #[derive(Clone, Default)]
 pub struct Siblings {
-    state: Arc<RwLock<State>>,
+    state: Arc<RwLock<Mirror<Users>>>,
 }
 
+/// The index itself. A user has one key, rarely a few: a short sorted list per user costs less
+/// than a set (a B-tree node is about 300 bytes, one per user).
 #[derive(Default)]
-struct State {
-    users: HashMap<UserRef, BTreeSet<String>>,
-    /// The index being built by a re-list, swapped in at its end.
-    relist: HashMap<UserRef, BTreeSet<String>>,
-}
+struct Users(HashMap<UserRef, Vec<String>>);
 
 fn user_of(key: &ApiKey) -> Option<UserRef> {
     Some((key.namespace()?, key.spec.user.clone()))
 }
 
-fn insert(users: &mut HashMap<UserRef, BTreeSet<String>>, key: &ApiKey) {
-    if let Some(user) = user_of(key) {
-        users.entry(user).or_default().insert(key.name_any());
+impl Index for Users {
+    type Object = ApiKey;
+
+    fn insert(&mut self, key: &ApiKey) {
+        if let Some(user) = user_of(key) {
+            let names = self.0.entry(user).or_default();
+            let name = key.name_any();
+            if let Err(at) = names.binary_search(&name) {
+                names.insert(at, name);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ApiKey) {
+        if let Some(user) = user_of(key)
+            && let Some(names) = self.0.get_mut(&user)
+        {
+            names.retain(|n| *n != key.name_any());
+            if names.is_empty() {
+                self.0.remove(&user);
+            }
+        }
     }
 }
 
@@ -50,40 +65,18 @@ impl Siblings {
         let Ok(mut state) = self.state.write() else {
             return Vec::new();
         };
+        state.apply(event);
         let changed = match event {
-            watcher::Event::Init => {
-                state.relist.clear();
+            watcher::Event::Apply(key) | watcher::Event::Delete(key) => key,
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {
                 return Vec::new();
-            }
-            watcher::Event::InitApply(key) => {
-                insert(&mut state.relist, key);
-                return Vec::new();
-            }
-            watcher::Event::InitDone => {
-                let relist = std::mem::take(&mut state.relist);
-                state.users = relist;
-                return Vec::new();
-            }
-            watcher::Event::Apply(key) => {
-                insert(&mut state.users, key);
-                key
-            }
-            watcher::Event::Delete(key) => {
-                if let Some(user) = user_of(key)
-                    && let Some(names) = state.users.get_mut(&user)
-                {
-                    names.remove(&key.name_any());
-                    if names.is_empty() {
-                        state.users.remove(&user);
-                    }
-                }
-                key
             }
         };
         let name = changed.name_any();
         match user_of(changed) {
             Some((namespace, user)) => state
-                .users
+                .live()
+                .0
                 .get(&(namespace.clone(), user))
                 .into_iter()
                 .flatten()
@@ -101,9 +94,10 @@ impl Siblings {
             .ok()
             .and_then(|state| {
                 state
-                    .users
+                    .live()
+                    .0
                     .get(&(namespace.to_owned(), user.to_owned()))
-                    .map(|names| names.iter().cloned().collect())
+                    .cloned()
             })
             .unwrap_or_default()
     }

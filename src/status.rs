@@ -92,7 +92,7 @@ pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{key, managed, time};
+    use crate::test_support::{creds, key, managed, time};
 
     #[test]
     fn ready_status_mirrors_the_secret_and_has_no_plaintext() {
@@ -109,8 +109,13 @@ mod tests {
             (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
             ("Ready", "True", "KeyReady")
         );
+        // neither the status nor what the operator keeps of its Secret holds the plaintext
+        let c = creds(None);
+        let m = ManagedSecret::read(&crate::secret::build(&k, &c, None).unwrap());
+        let s = desired(&k, &Outcome::Ready(&m), &time(100));
         let json = serde_json::to_string(&s).unwrap();
-        assert!(!json.contains(m.client_secret.as_ref().unwrap().expose()));
+        assert!(!json.contains(c.client_secret.expose()));
+        assert!(!format!("{m:?}").contains(c.client_secret.expose()));
     }
 
     #[test]

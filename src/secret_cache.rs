@@ -1,0 +1,125 @@
+//! The Secrets the operator manages, as the decisions read them: one [`ManagedSecret`] per Secret
+//! carrying the operator's label, kept from a watch.
+//!
+//! A reflector store would keep every whole Secret (metadata, ownerReferences, annotations, the
+//! credentials themselves): about 2 KiB per key, and every client secret in the operator's memory
+//! for as long as it runs. What is kept here is what [`crate::decision`] needs, with intactness
+//! judged once on arrival and the plaintext dropped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt as _;
+use kube::runtime::watcher;
+use tokio::sync::watch;
+
+use crate::mirror::{Index, Mirror};
+use crate::secret::ManagedSecret;
+
+/// The managed Secrets of a watched scope, by namespace and name.
+#[derive(Clone)]
+pub struct SecretCache {
+    state: Arc<RwLock<Mirror<ByName>>>,
+    synced: Arc<watch::Sender<bool>>,
+}
+
+/// (namespace, name) of a Secret.
+type SecretRef = (String, String);
+
+#[derive(Default)]
+struct ByName(HashMap<SecretRef, ManagedSecret>);
+
+fn secret_ref(secret: &Secret) -> Option<SecretRef> {
+    Some((secret.namespace()?, secret.metadata.name.clone()?))
+}
+
+impl Index for ByName {
+    type Object = Secret;
+
+    fn insert(&mut self, secret: &Secret) {
+        if let Some(at) = secret_ref(secret) {
+            self.0.insert(at, ManagedSecret::read(secret));
+        }
+    }
+
+    fn remove(&mut self, secret: &Secret) {
+        if let Some(at) = secret_ref(secret) {
+            self.0.remove(&at);
+        }
+    }
+}
+
+impl Default for SecretCache {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            synced: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl SecretCache {
+    /// Follows one watch event of the managed Secrets.
+    pub fn apply(&self, event: &watcher::Event<Secret>) {
+        if let Ok(mut state) = self.state.write() {
+            state.apply(event);
+            if state.is_synced() {
+                self.synced
+                    .send_if_modified(|synced| !std::mem::replace(synced, true));
+            }
+        }
+    }
+
+    /// What was last seen of the Secret `name` in `namespace`, if it carries the operator's label.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<ManagedSecret> {
+        let state = self.state.read().ok()?;
+        state
+            .live()
+            .0
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Resolves once the first list of Secrets is in.
+    pub async fn synced(&self) {
+        let mut synced = self.synced.subscribe();
+        // Fails only if the sender is gone, which `self` prevents.
+        let _ = synced.wait_for(|s| *s).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::build;
+    use crate::test_support::{creds, key};
+
+    #[test]
+    fn keeps_what_the_decisions_read_and_no_plaintext() {
+        let cache = SecretCache::default();
+        let k = key("web", "alice", 1);
+        let c = creds(None);
+        let secret = build(&k, &c, Some("7".into())).unwrap();
+        cache.apply(&watcher::Event::Apply(secret.clone()));
+
+        let cached = cache.get("ns", "web").expect("cached");
+        assert_eq!(cached, ManagedSecret::read(&secret));
+        assert!(cached.intact && cached.is_controlled_by(&k));
+        assert!(!format!("{cached:?}").contains(c.client_secret.expose()));
+        assert_eq!(cache.get("other", "web"), None);
+
+        cache.apply(&watcher::Event::Delete(secret));
+        assert_eq!(cache.get("ns", "web"), None);
+    }
+
+    #[tokio::test]
+    async fn is_synced_once_the_first_list_is_in() {
+        let cache = SecretCache::default();
+        let wait = |ms| tokio::time::timeout(std::time::Duration::from_millis(ms), cache.synced());
+        cache.apply(&watcher::Event::Init);
+        assert!(wait(50).await.is_err(), "not synced before the list is in");
+        cache.apply(&watcher::Event::InitDone);
+        assert!(wait(5000).await.is_ok(), "synced after it");
+    }
+}
