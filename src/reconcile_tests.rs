@@ -32,7 +32,6 @@ const APPLY_SECRET: &str =
 const APPLY_STATUS: &str = "/apis/apikey.dev/v1alpha1/namespaces/ns/apikeys/web/status?&force=true&fieldManager=apikey-operator";
 const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
 
-const RESYNC: Duration = Duration::from_secs(3600);
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 const STALE_RETRY: Duration = Duration::from_millis(200);
 
@@ -226,7 +225,7 @@ async fn first_reconcile_creates_the_secret_then_publishes_its_hash() {
 
     server.expect_no_more_calls().await;
     let action = finished(reconciling).await.expect("reconcile succeeds");
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(action, Action::await_change());
     assert_eq!(reconciled(&metrics, "created"), 1);
 }
 
@@ -265,7 +264,7 @@ async fn resumes_after_a_crash_between_secret_and_status(
 
     server.expect_no_more_calls().await;
     let action = finished(reconciling).await.expect("reconcile succeeds");
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(action, Action::await_change());
     assert_eq!(reconciled(&metrics, "in_sync"), 1);
     assert_eq!(reconciled(&metrics, "regenerated"), 0);
 }
@@ -302,7 +301,7 @@ async fn key_in_sync_costs_no_api_call() {
         .expect("reconcile succeeds");
 
     server.expect_no_more_calls().await;
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(action, Action::await_change());
     assert_eq!(reconciled(&metrics, "in_sync"), 1);
 }
 
@@ -374,7 +373,7 @@ async fn new_regenerate_value_rewrites_the_secret_keeping_the_client_id() {
 
     server.expect_no_more_calls().await;
     let action = finished(reconciling).await.expect("reconcile succeeds");
-    assert_eq!(action, Action::requeue(RESYNC));
+    assert_eq!(action, Action::await_change());
     assert_eq!(reconciled(&metrics, "regenerated"), 1);
 }
 
