@@ -49,7 +49,9 @@ impl Index for Users {
         if let Some(user) = user_of(key)
             && let Some(names) = self.0.get_mut(&user)
         {
-            names.retain(|n| *n != key.name_any());
+            if let Ok(at) = names.binary_search(&key.name_any()) {
+                names.remove(at);
+            }
             if names.is_empty() {
                 self.0.remove(&user);
             }
