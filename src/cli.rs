@@ -36,17 +36,26 @@ pub struct RunArgs {
     #[arg(long, env = "APIKEY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: u16,
 
-    /// argon2id memory cost in KiB.
-    #[arg(long, env = "APIKEY_ARGON2_MEMORY_KIB", default_value_t = HashParams::default().memory_kib, value_parser = clap::value_parser!(u32).range(8..))]
+    /// argon2id memory cost in KiB (at most 262144, 256 MiB: a verifier must afford it).
+    #[arg(long, env = "APIKEY_ARGON2_MEMORY_KIB", default_value_t = HashParams::default().memory_kib, value_parser = clap::value_parser!(u32).range(8..=HashParams::CEILING.memory_kib as i64))]
     pub argon2_memory_kib: u32,
 
-    /// argon2id iterations.
-    #[arg(long, env = "APIKEY_ARGON2_ITERATIONS", default_value_t = HashParams::default().iterations, value_parser = clap::value_parser!(u32).range(1..))]
+    /// argon2id iterations (at most 64).
+    #[arg(long, env = "APIKEY_ARGON2_ITERATIONS", default_value_t = HashParams::default().iterations, value_parser = clap::value_parser!(u32).range(1..=HashParams::CEILING.iterations as i64))]
     pub argon2_iterations: u32,
 
-    /// argon2id parallelism (lanes).
-    #[arg(long, env = "APIKEY_ARGON2_PARALLELISM", default_value_t = HashParams::default().parallelism, value_parser = clap::value_parser!(u32).range(1..=255))]
+    /// argon2id parallelism (lanes, at most 16).
+    #[arg(long, env = "APIKEY_ARGON2_PARALLELISM", default_value_t = HashParams::default().parallelism, value_parser = clap::value_parser!(u32).range(1..=HashParams::CEILING.parallelism as i64))]
     pub argon2_parallelism: u32,
+
+    /// Namespace of the Secret holding the operator's record key (see README, Security model).
+    /// Default: the pod's own namespace, else `apikey-system`.
+    #[arg(long, env = "APIKEY_RECORD_KEY_NAMESPACE", value_parser = parse_namespace)]
+    pub record_key_namespace: Option<String>,
+
+    /// Name of the Secret holding the operator's record key; created with a new key if missing.
+    #[arg(long, env = "APIKEY_RECORD_KEY_SECRET", default_value = crate::keystore::DEFAULT_SECRET_NAME)]
+    pub record_key_secret: String,
 
     /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
     #[arg(long, env = "APIKEY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
@@ -131,6 +140,8 @@ mod tests {
         assert!(r.leader_elect);
         assert_eq!(r.http_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(r.lease_namespace, None);
+        assert_eq!(r.record_key_namespace, None);
+        assert_eq!(r.record_key_secret, "apikey-operator-record-key");
     }
 
     #[test]
@@ -152,6 +163,14 @@ mod tests {
             (vec!["--concurrency", "0"], "--concurrency"),
             (vec!["--argon2-memory-kib", "x"], "--argon2-memory-kib"),
             (vec!["--argon2-iterations", "0"], "--argon2-iterations"),
+            (
+                vec!["--argon2-memory-kib", "4194304"],
+                "--argon2-memory-kib",
+            ),
+            (
+                vec!["--record-key-namespace", "Bad"],
+                "--record-key-namespace",
+            ),
             (vec!["--log-format", "xml"], "--log-format"),
             (vec!["--http-addr", "nowhere"], "--http-addr"),
             (vec!["--leader-elect=maybe"], "--leader-elect"),

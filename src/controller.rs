@@ -19,17 +19,22 @@ use serde_json::json;
 use tracing::{debug, info, warn};
 
 use crate::crd::{ApiKey, ApiKeyStatus};
-use crate::credentials;
+use crate::credentials::{self, ClientSecret};
 use crate::decision::{self, IssueReason, Plan, SecretState};
 use crate::error::{Error, Result};
 use crate::events::{EventType, Events};
 use crate::hashing::Hasher;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::secret::{self, Credentials, MANAGED_SELECTOR, MANAGER, ManagedSecret};
+use crate::outage::{self, Outage};
+use crate::record::{RecordKey, SealCheck};
+use crate::secret::{
+    self, Credentials, MANAGED_BY_LABEL, MANAGED_SELECTOR, MANAGER, ManagedSecret,
+};
 use crate::secret_cache::SecretCache;
 use crate::siblings::Siblings;
 use crate::status::{self, Outcome};
+use crate::targets::Targets;
 
 /// How often every key is looked at again without any change (from the caches: no API call). One
 /// timer for all keys, as controller-runtime's resync period, rather than a scheduled requeue per
@@ -58,8 +63,14 @@ pub struct Context {
     pub siblings: Siblings,
     /// What the operator keeps of the Secrets it manages (selected by label).
     pub secrets: SecretCache,
+    /// The ApiKeys that write each Secret name, beside `keys` (to map Secret events to keys).
+    pub targets: Targets,
+    /// The key that seals the operator's records.
+    pub record_key: RecordKey,
     /// Metrics shared by all scopes.
     pub metrics: Arc<Metrics>,
+    /// The API server outage going on, if any, logged once for all keys.
+    pub outage: Arc<Outage>,
     /// Consecutive failures per ApiKey, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
     /// Per ApiKey, the resourceVersion that the operator's last status write replaced: a cached
@@ -68,13 +79,12 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context over these parts.
+    /// A context over these parts; the record key is the Secret cache's.
     pub fn new(
         client: Client,
         events: Events,
         hasher: Hasher,
         keys: Store<ApiKey>,
-        siblings: Siblings,
         secrets: SecretCache,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -83,11 +93,23 @@ impl Context {
             events,
             hasher,
             keys,
-            siblings,
+            siblings: Siblings::default(),
+            record_key: secrets.record_key().clone(),
             secrets,
+            targets: Targets::default(),
             metrics,
+            outage: Arc::default(),
             failures: Mutex::default(),
             superseded: Mutex::default(),
+        }
+    }
+
+    /// Logs a failure of `subject` once per outage, or on its own when it is no outage.
+    fn report_failure(&self, subject: &str, error: &Error, retry_in: Duration) {
+        if outage::is_outage(error) {
+            self.outage.note_failure(subject, error);
+        } else {
+            warn!(apikey = subject, error = %error, ?retry_in, "reconcile failed");
         }
     }
 
@@ -143,6 +165,7 @@ pub struct Settings {
 pub async fn run(
     client: Client,
     hasher: Hasher,
+    record_key: RecordKey,
     health: Arc<Health>,
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
@@ -157,6 +180,7 @@ pub async fn run(
         controller_for(
             client.clone(),
             hasher.clone(),
+            record_key.clone(),
             Scope {
                 health: health.clone(),
                 pending: pending.clone(),
@@ -190,6 +214,7 @@ struct Scope {
 async fn controller_for(
     client: Client,
     hasher: Hasher,
+    record_key: RecordKey,
     scope: Scope,
     settings: &Settings,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -199,9 +224,12 @@ async fn controller_for(
     let secrets_api: Api<Secret> = api(&client, ns);
 
     // Only the Secrets we manage, selected by label: the cluster's other Secrets are never listed.
-    let secrets = SecretCache::default();
+    // A Secret that stops matching the selector (its label removed or changed) arrives as a
+    // deletion: its key is woken, reads it, and puts the label back (see decision::decide).
+    let secrets = SecretCache::new(record_key);
+    let outage = Arc::new(Outage::default());
     let secret_events = watcher(secrets_api, watch_config().labels(MANAGED_SELECTOR))
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .map_ok({
             let secrets = secrets.clone();
             move |event| {
@@ -209,6 +237,7 @@ async fn controller_for(
                 event
             }
         })
+        .inspect(watch_health("Secrets", &scope.health, &outage))
         .touched_objects();
 
     let (keys, key_writer) = reflector::store();
@@ -230,22 +259,16 @@ async fn controller_for(
         });
     }
     let metrics = scope.health.metrics.clone();
-    let ctx = Arc::new(Context::new(
-        client,
-        events,
-        hasher,
-        keys.clone(),
-        Siblings::default(),
-        secrets,
-        metrics,
-    ));
+    let mut ctx = Context::new(client, events, hasher, keys.clone(), secrets, metrics);
+    ctx.outage = outage.clone();
+    let ctx = Arc::new(ctx);
 
     // One watch of ApiKeys feeds the cache, the index of keys per user and the controller. When a
     // key appears, changes or goes, the other keys of its user may change state (the next oldest
     // becomes active when the active one is deleted): they are reconciled too.
     let (wake_siblings, siblings_to_wake) = futures::channel::mpsc::unbounded();
     let key_events = watcher(keys_api, watch_config())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(slim)
         .reflect(key_writer)
         .map_ok({
@@ -254,6 +277,7 @@ async fn controller_for(
                 if let watcher::Event::Delete(key) = &event {
                     ctx.forget(&ObjectRef::from_obj(key));
                 }
+                ctx.targets.apply(&event);
                 for sibling in ctx.siblings.apply(&event) {
                     // Fails only once the controller is gone, when nothing is left to wake.
                     let _ = wake_siblings.unbounded_send(sibling);
@@ -261,18 +285,28 @@ async fn controller_for(
                 event
             }
         })
+        .inspect(watch_health("ApiKeys", &scope.health, &outage))
         .applied_objects();
+    // A Secret's event wakes the keys that write a Secret of that name, whatever its owner
+    // references say: one whose owner reference was removed must still reach its key.
+    let targets = ctx.targets.clone();
     Controller::for_stream(key_events, keys)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-        .owns_stream(secret_events)
+        .watches_stream(secret_events, move |secret: Secret| {
+            match (secret.namespace(), secret.metadata.name.as_deref()) {
+                (Some(ns), Some(name)) => targets.writers_of(&ns, name),
+                _ => Vec::new(),
+            }
+        })
         .reconcile_on(siblings_to_wake)
         .reconcile_all_on(every(RESYNC))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {
-                // Already logged by error_policy.
-                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                // Already logged by error_policy, or by watch_health for the watches.
+                Err(ControllerError::ReconcilerFailed(..) | ControllerError::QueueError(_))
+                | Ok(_) => {}
                 // A Secret's or a sibling's event for an ApiKey deleted meanwhile: nothing to do.
                 Err(ControllerError::ObjectNotFound(key)) => {
                     debug!(apikey = %key, "gone before its reconcile");
@@ -282,6 +316,104 @@ async fn controller_for(
             future::ready(())
         })
         .await;
+}
+
+/// Watches retry after 0.5 s, doubling up to 5 s (kube-runtime's default grows to 30 s, so a
+/// watch failing for a minute, such as while the CRD is missing, took about a minute more to
+/// recover). One list or watch request per 5 s per watch is no load for an API server.
+struct WatchBackoff {
+    builder: backon::ExponentialBuilder,
+    current: backon::ExponentialBackoff,
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(5))
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self {
+            current: backon::BackoffBuilder::build(builder),
+            builder,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.current.next()
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.current = backon::BackoffBuilder::build(self.builder);
+    }
+}
+
+/// Keeps `/readyz` and the log truthful about a watch: a failing watch makes the process not
+/// ready, with a message that names what fails (the CRD by name when it is missing); an outage is
+/// logged once for all watches and keys.
+fn watch_health<K>(
+    watch: &'static str,
+    health: &Arc<Health>,
+    outage: &Arc<Outage>,
+) -> impl FnMut(&std::result::Result<watcher::Event<K>, watcher::Error>) + use<K> {
+    let (health, outage) = (health.clone(), outage.clone());
+    let mut failing = false;
+    move |result| match result {
+        Ok(_) => {
+            if failing {
+                failing = false;
+                health.watch_works(watch);
+                info!(watch, "watch works again");
+            }
+            outage.note_success();
+        }
+        Err(e) => {
+            let why = describe_watch_error(watch, e);
+            health.watch_failed(watch, why.clone());
+            if watch_error_is_outage(e) {
+                outage.note_failure(watch, &why);
+            } else if !failing {
+                warn!(watch, error = %why, "watch fails; retrying every few seconds, not ready meanwhile");
+            }
+            failing = true;
+        }
+    }
+}
+
+fn watch_error_is_outage(e: &watcher::Error) -> bool {
+    match e {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => outage::kube_outage(e),
+        watcher::Error::WatchError(s) => s.code >= 500 || s.code == 429,
+        watcher::Error::NoResourceVersion => false,
+    }
+}
+
+/// What a user needs to read about a failing watch; the missing CRD by its name.
+fn describe_watch_error(watch: &str, e: &watcher::Error) -> String {
+    let status = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
+        watcher::Error::WatchError(s) => Some(s.as_ref()),
+        _ => None,
+    };
+    match status {
+        Some(s) if s.code == 404 && watch == "ApiKeys" => format!(
+            "the ApiKey CustomResourceDefinition apikeys.{} is not installed (kubectl apply -f crds/): {e}",
+            crate::crd::GROUP
+        ),
+        Some(s) if s.code == 403 => format!("forbidden by RBAC (see deploy/): {e}"),
+        _ => e.to_string(),
+    }
 }
 
 /// Ticks once per `period`, the first time one `period` from now.
@@ -348,6 +480,7 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
             if let Ok(mut failures) = ctx.failures.lock() {
                 failures.remove(&ObjectRef::from_obj(&*key));
             }
+            ctx.outage.note_success();
             Ok(action)
         }
         Err(e) => {
@@ -359,6 +492,7 @@ pub async fn reconcile(key: Arc<ApiKey>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// On failure: back off exponentially per ApiKey (1s, 2s, 4s, ... up to 5 minutes) and retry.
+/// An outage of the API server is logged once for all keys (see [`crate::outage`]).
 pub fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Action {
     let failures = ctx
         .failures
@@ -370,13 +504,27 @@ pub fn error_policy(key: Arc<ApiKey>, error: &Error, ctx: Arc<Context>) -> Actio
         })
         .unwrap_or(1);
     let delay = backoff(failures);
-    warn!(apikey = %ObjectRef::from_obj(&*key), error = %error, retry_in = ?delay, "reconcile failed");
+    ctx.report_failure(&ObjectRef::from_obj(&*key).to_string(), error, delay);
     Action::requeue(delay)
 }
 
 fn backoff(failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(16);
     BACKOFF_BASE.saturating_mul(1 << exp).min(BACKOFF_MAX)
+}
+
+/// What became of a write the reconciler attempted.
+enum Written {
+    /// Written; the Secret as the API server returned it.
+    Done(Box<Secret>),
+    /// The Secret changed (or appeared) since it was judged: nothing was written; decide again.
+    Stale,
+    /// The ApiKey is gone or being deleted: nothing was written, nothing more to do.
+    Gone,
+    /// The namespace is being deleted: nothing can be written there any more.
+    NamespaceTerminating,
+    /// The API server refused the write for a reason that will not go away by itself.
+    Rejected(String),
 }
 
 async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static str)> {
@@ -397,39 +545,64 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         .filter_map(|name| ctx.keys.get(&ObjectRef::new(&name).within(&namespace)))
         .collect();
     let active = decision::active_for_user(key, siblings.iter().map(|k| &**k));
+    let sealed_client_id = sealed_client_id(key, &ctx.record_key);
 
     // Decide from the caches first: a key with nothing to do costs no API call, and the Secret is
     // read only when the cache cannot be acted on (see decision::confirm_on_fresh_read).
     let cached = SecretState::of(key, ctx.secrets.get(&namespace, &key.secret_name()));
-    let mut plan = decision::decide(key, active.clone(), &cached);
+    let mut plan = decision::decide(key, active.clone(), &cached, sealed_client_id);
+    let mut fresh = None;
     if decision::confirm_on_fresh_read(key, &plan, &cached) {
-        let fresh = secrets.get_opt(&key.secret_name()).await?;
-        let fresh = fresh.as_ref().map(ManagedSecret::read);
-        plan = decision::decide(key, active, &SecretState::of(key, fresh));
+        fresh = secrets.get_opt(&key.secret_name()).await?;
+        let read = fresh
+            .as_ref()
+            .map(|s| ManagedSecret::read(s, &ctx.record_key));
+        plan = decision::decide(key, active, &SecretState::of(key, read), sealed_client_id);
     }
 
     // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
     // what we read back and a healthy key needs no write.
     let now = now_to_the_second();
-    let (outcome_status, action) = match &plan {
-        Plan::Duplicate { active } => (
-            status::desired(key, &Outcome::Duplicate(active), &now),
-            Action::await_change(),
-        ),
-        Plan::Conflict => (
-            status::desired(key, &Outcome::Conflict, &now),
-            Action::requeue(CONFLICT_RECHECK),
-        ),
-        Plan::InSync(managed) => (
-            status::desired(key, &Outcome::Ready(managed), &now),
-            Action::await_change(),
-        ),
+    let written = match &plan {
+        Plan::Duplicate { active } => {
+            return finish(
+                key,
+                ctx,
+                &Outcome::Duplicate(active),
+                &now,
+                Action::await_change(),
+                &plan,
+            )
+            .await;
+        }
+        Plan::Conflict => {
+            return finish(
+                key,
+                ctx,
+                &Outcome::Conflict,
+                &now,
+                Action::requeue(CONFLICT_RECHECK),
+                &plan,
+            )
+            .await;
+        }
+        Plan::InSync(managed) => {
+            return finish(
+                key,
+                ctx,
+                &Outcome::Ready(managed),
+                &now,
+                Action::await_change(),
+                &plan,
+            )
+            .await;
+        }
         Plan::Issue {
             reason,
             client_id,
             replaces,
         } => {
-            let issued = issue(
+            issue(
                 key,
                 ctx,
                 &secrets,
@@ -438,33 +611,105 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
                 replaces.clone(),
                 &now,
             )
-            .await?;
-            let Some(managed) = issued else {
-                return Ok((Action::requeue(STALE_RETRY), "stale"));
-            };
-            (
-                status::desired(key, &Outcome::Ready(&managed), &now),
-                Action::await_change(),
-            )
+            .await?
         }
+        Plan::Adopt { replaces } => match fresh.as_ref().and_then(secret::client_secret_of) {
+            Some(plaintext) => {
+                adopt(
+                    key,
+                    ctx,
+                    &secrets,
+                    fresh.as_ref(),
+                    plaintext,
+                    replaces.clone(),
+                    &now,
+                )
+                .await?
+            }
+            None => Written::Stale,
+        },
+        Plan::Relabel { replaces } => relabel(key, ctx, &secrets, replaces.clone()).await?,
     };
-    if key.status.as_ref() == Some(&outcome_status) {
-        debug!(
-            apikey = %ObjectRef::from_obj(key),
-            resource_version = key.resource_version().unwrap_or_default(),
-            outcome = plan.name(),
-            "reconciled"
-        );
+    match written {
+        Written::Done(secret) => {
+            let managed = ManagedSecret::read(&secret, &ctx.record_key);
+            finish(
+                key,
+                ctx,
+                &Outcome::Ready(&managed),
+                &now,
+                Action::await_change(),
+                &plan,
+            )
+            .await
+        }
+        Written::Stale => Ok((Action::requeue(STALE_RETRY), "stale")),
+        Written::Gone => {
+            debug!(apikey = %ObjectRef::from_obj(key), "the ApiKey is gone or being deleted; nothing written");
+            Ok((Action::await_change(), "gone"))
+        }
+        Written::NamespaceTerminating => {
+            debug!(apikey = %ObjectRef::from_obj(key), "the namespace is being deleted; nothing written");
+            Ok((Action::await_change(), "namespace_terminating"))
+        }
+        Written::Rejected(why) => {
+            let finished = finish(
+                key,
+                ctx,
+                &Outcome::Rejected(&why),
+                &now,
+                Action::requeue(BACKOFF_MAX),
+                &plan,
+            )
+            .await?;
+            Ok((finished.0, "rejected"))
+        }
+    }
+}
+
+/// The client id the status publishes, if the operator's current record key sealed it for this
+/// very ApiKey (see [`crate::record`]).
+fn sealed_client_id<'k>(key: &'k ApiKey, record_key: &RecordKey) -> Option<&'k str> {
+    let status = key.status.as_ref()?;
+    let client_id = status.client_id.as_deref()?;
+    let uid = key.metadata.uid.as_deref()?;
+    (record_key.check_client_id(uid, client_id, status.client_id_seal.as_deref())
+        == SealCheck::Valid)
+        .then_some(client_id)
+}
+
+/// Brings the status in line with `outcome`: first the event of a rotation the status has not
+/// shown yet (named after the rotation, so that it is written once however often this runs, also
+/// after a crash between the Secret's write and the status's), then the status itself, then a
+/// Warning event when the key stops being Ready for a new reason.
+async fn finish(
+    key: &ApiKey,
+    ctx: &Context,
+    outcome: &Outcome<'_>,
+    now: &Time,
+    action: Action,
+    plan: &Plan,
+) -> Result<(Action, &'static str)> {
+    let desired = status::desired(key, outcome, now, &ctx.record_key);
+    if key.status.as_ref() == Some(&desired) {
+        log_reconciled(key, plan);
         return Ok((action, plan.name()));
     }
-    if !patch_status(key, ctx, &namespace, &outcome_status).await? {
-        // Our copy of the ApiKey was stale; look again once the watch has delivered the news.
-        debug!(apikey = %ObjectRef::from_obj(key), "status changed meanwhile; retrying");
-        return Ok((Action::requeue(STALE_RETRY), "stale"));
+    if let Outcome::Ready(managed) = outcome {
+        announce_rotation(key, ctx, managed).await;
+    }
+    match patch_status(key, ctx, &desired).await? {
+        StatusWrite::Done => {}
+        StatusWrite::Stale => {
+            // Our copy of the ApiKey was stale; look again once the watch has delivered the news.
+            debug!(apikey = %ObjectRef::from_obj(key), "status changed meanwhile; retrying");
+            return Ok((Action::requeue(STALE_RETRY), "stale"));
+        }
+        StatusWrite::Gone => return Ok((Action::await_change(), "gone")),
     }
     ctx.wrote_status(key, key.resource_version());
     let previous_reason = key.ready_condition().map(|c| c.reason.as_str());
-    if let Some(condition) = outcome_status.conditions.first()
+    if let Some(condition) = desired.conditions.first()
         && condition.status == "False"
         && previous_reason != Some(condition.reason.as_str())
     {
@@ -476,16 +721,46 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
             &condition.reason,
             "WaitForChange",
             &condition.message,
+            None,
         )
         .await;
     }
+    log_reconciled(key, plan);
+    Ok((action, plan.name()))
+}
+
+fn log_reconciled(key: &ApiKey, plan: &Plan) {
     debug!(
         apikey = %ObjectRef::from_obj(key),
         resource_version = key.resource_version().unwrap_or_default(),
         outcome = plan.name(),
         "reconciled"
     );
-    Ok((action, plan.name()))
+}
+
+/// Publishes the event of the rotation `managed` records, if the status does not show it yet.
+/// Records that are not rotations (re-sealed ones) have none.
+async fn announce_rotation(key: &ApiKey, ctx: &Context, managed: &ManagedSecret) {
+    let shown = key.status.as_ref().and_then(|s| s.secret_hash.as_ref());
+    if shown.is_some() && shown == managed.hash.as_ref() {
+        return;
+    }
+    let (Some(reason), Some(rotation)) = (
+        managed.reason.as_deref().and_then(IssueReason::from_label),
+        managed.rotation_id.as_deref(),
+    ) else {
+        return;
+    };
+    publish(
+        ctx,
+        key,
+        EventType::Normal,
+        reason.event_reason(),
+        reason.event_action(),
+        &reason.describe(&managed.name),
+        Some(rotation),
+    )
+    .await;
 }
 
 fn now_to_the_second() -> Time {
@@ -494,7 +769,7 @@ fn now_to_the_second() -> Time {
 }
 
 /// Generates credentials for `reason`, hashes the secret off the runtime, and writes the Secret in
-/// one request: created when missing, replaced under a resourceVersion precondition otherwise.
+/// one request (see [`write_secret`]).
 async fn issue(
     key: &ApiKey,
     ctx: &Context,
@@ -503,7 +778,7 @@ async fn issue(
     client_id: Option<String>,
     replaces: Option<String>,
     now: &Time,
-) -> Result<Option<ManagedSecret>> {
+) -> Result<Written> {
     let client_id = match client_id {
         Some(id) => id,
         None => credentials::generate_client_id()?,
@@ -514,15 +789,73 @@ async fn issue(
         client_id,
         client_secret,
         hash,
-        handled_request: key.regenerate_request().map(Into::into),
+        handled_request: key.regenerate_request().map(secret::handled_form),
         rotated_at: now.clone(),
+        reason: reason.metric_label(),
     };
-    let name = key.secret_name();
-    let written = match replaces {
+    let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
+    if let Written::Done(_) = &written {
+        info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, reason = reason.event_reason(), "{}", reason.describe(&key.secret_name()));
+        ctx.metrics.issued(reason.metric_label());
+    }
+    Ok(written)
+}
+
+/// Seals a record the operator cannot judge (a release before seals, or a lost record key),
+/// keeping the credentials: the client secret is hashed again, so that the hash published is
+/// one the operator computed, and nothing else changes for the key's clients.
+async fn adopt(
+    key: &ApiKey,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    fresh: Option<&Secret>,
+    client_secret: ClientSecret,
+    replaces: Option<String>,
+    now: &Time,
+) -> Result<Written> {
+    let Some(found) = fresh.map(|s| ManagedSecret::read(s, &ctx.record_key)) else {
+        return Ok(Written::Stale);
+    };
+    let Some(client_id) = found.client_id.clone() else {
+        return Ok(Written::Stale);
+    };
+    let hash = ctx.hasher.hash(client_secret.clone()).await?;
+    let creds = Credentials {
+        client_id,
+        client_secret,
+        hash,
+        handled_request: found.handled_request.clone(),
+        rotated_at: found.rotated_at.clone().unwrap_or_else(|| now.clone()),
+        reason: ADOPTED,
+    };
+    let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
+    if let Written::Done(_) = &written {
+        info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, key_id = ctx.record_key.id(), "sealed the record of Secret {} without a new secret", key.secret_name());
+        ctx.metrics.issued(ADOPTED);
+    }
+    Ok(written)
+}
+
+/// Reason recorded for a record sealed without rotation.
+const ADOPTED: &str = "adopted";
+
+/// Writes the Secret holding `creds` for `key`: created when missing, replaced under a
+/// resourceVersion precondition otherwise, and only while the ApiKey still exists.
+async fn write_secret(
+    key: &ApiKey,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    creds: &Credentials,
+    replaces: Option<String>,
+) -> Result<Written> {
+    if !still_live(key, ctx).await? {
+        return Ok(Written::Gone);
+    }
+    let secret = secret::build(key, creds, replaces.clone(), &ctx.record_key)?;
+    let result = match replaces {
+        // create, never apply: if a Secret of that name appeared meanwhile, the API server
+        // refuses and the next reconcile sees it as foreign.
         None => {
-            // create, never apply: if a Secret of that name appeared meanwhile, the API server
-            // refuses and the next reconcile sees it as foreign.
-            let secret = secret::build(key, &creds, None)?;
             let pp = PostParams {
                 field_manager: Some(MANAGER.into()),
                 ..PostParams::default()
@@ -530,50 +863,113 @@ async fn issue(
             secrets.create(&pp, &secret).await
         }
         // the precondition makes the write fail if the Secret changed since it was judged
-        Some(rv) => {
-            let secret = secret::build(key, &creds, Some(rv))?;
+        Some(_) => {
             secrets
                 .patch(
-                    &name,
+                    &key.secret_name(),
                     &PatchParams::apply(MANAGER).force(),
                     &Patch::Apply(&secret),
                 )
                 .await
         }
     };
-    let written = match written {
-        Ok(secret) => secret,
-        // The Secret changed (or appeared) since it was judged: nothing was written; decide again.
+    judge_write(key, result)
+}
+
+/// Puts the operator's managed-by label back on a Secret that is the key's own and sealed, under
+/// a resourceVersion precondition; nothing else changes.
+async fn relabel(
+    key: &ApiKey,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    replaces: Option<String>,
+) -> Result<Written> {
+    if !still_live(key, ctx).await? {
+        return Ok(Written::Gone);
+    }
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": replaces,
+            "labels": { MANAGED_BY_LABEL: MANAGER },
+        }
+    });
+    let result = secrets
+        .patch(
+            &key.secret_name(),
+            &PatchParams {
+                field_manager: Some(MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await;
+    let written = judge_write(key, result)?;
+    if let Written::Done(_) = &written {
+        info!(apikey = %ObjectRef::from_obj(key), "Secret {} had lost the label {MANAGED_BY_LABEL}; put it back (no new secret)", key.secret_name());
+    }
+    Ok(written)
+}
+
+/// Sorts a write's result into what the reconciler does next.
+fn judge_write(key: &ApiKey, result: kube::Result<Secret>) -> Result<Written> {
+    match result {
+        Ok(secret) => Ok(Written::Done(Box::new(secret))),
         Err(kube::Error::Api(s)) if s.is_conflict() || s.is_already_exists() => {
             debug!(apikey = %ObjectRef::from_obj(key), "Secret changed meanwhile; retrying");
-            return Ok(None);
+            Ok(Written::Stale)
         }
-        Err(e) => return Err(e.into()),
-    };
-    let message = reason.describe(&name);
-    info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, reason = reason.event_reason(), "{message}");
-    publish(
-        ctx,
-        key,
-        EventType::Normal,
-        reason.event_reason(),
-        reason.event_action(),
-        &message,
-    )
-    .await;
-    ctx.metrics.issued(reason.metric_label());
-    Ok(Some(ManagedSecret::read(&written)))
+        Err(kube::Error::Api(s)) if is_namespace_terminating(&s) => {
+            Ok(Written::NamespaceTerminating)
+        }
+        // Invalid, BadRequest, Forbidden: the same write would be refused again.
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+            Ok(Written::Rejected(s.message.clone()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether the API server refused a create because the namespace is being deleted
+/// (`NamespaceTerminating`, from the NamespaceLifecycle admission plugin).
+fn is_namespace_terminating(status: &kube::core::Status) -> bool {
+    status.code == 403
+        && (status
+            .details
+            .as_ref()
+            .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
+            || status.message.contains("because it is being terminated"))
+}
+
+/// Whether `key` still exists as this very object (same UID) and is not being deleted, read from
+/// the API server right before a Secret is written: the cache may still hold a key that a user
+/// just deleted, and no Secret is ever written for a key that is gone.
+async fn still_live(key: &ApiKey, ctx: &Context) -> Result<bool> {
+    let namespace = key
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
+    let current = api.get_metadata_opt(&key.name_any()).await?;
+    Ok(current.is_some_and(|k| {
+        k.metadata.uid == key.metadata.uid && k.metadata.deletion_timestamp.is_none()
+    }))
+}
+
+/// What became of a status write.
+enum StatusWrite {
+    Done,
+    /// The ApiKey changed since it was read.
+    Stale,
+    /// The ApiKey is gone.
+    Gone,
 }
 
 /// Applies `status` under a resourceVersion precondition (the version it was decided on), so that
-/// a decision taken on a stale copy is never written. `Ok(false)`: the precondition failed.
-async fn patch_status(
-    key: &ApiKey,
-    ctx: &Context,
-    namespace: &str,
-    status: &ApiKeyStatus,
-) -> Result<bool> {
-    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), namespace);
+/// a decision taken on a stale copy is never written.
+async fn patch_status(key: &ApiKey, ctx: &Context, status: &ApiKeyStatus) -> Result<StatusWrite> {
+    let namespace = key
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let api: Api<ApiKey> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({
         "apiVersion": ApiKey::api_version(&()),
         "kind": ApiKey::kind(&()),
@@ -588,8 +984,9 @@ async fn patch_status(
         )
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(false),
+        Ok(_) => Ok(StatusWrite::Done),
+        Err(kube::Error::Api(s)) if s.is_conflict() => Ok(StatusWrite::Stale),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(StatusWrite::Gone),
         Err(e) => Err(e.into()),
     }
 }
@@ -601,8 +998,13 @@ async fn publish(
     reason: &str,
     action: &str,
     note: &str,
+    id: Option<&str>,
 ) {
-    if let Err(e) = ctx.events.publish(key, type_, reason, action, note).await {
+    if let Err(e) = ctx
+        .events
+        .publish(key, type_, reason, action, note, id)
+        .await
+    {
         warn!(apikey = %ObjectRef::from_obj(key), error = %e, "could not record event");
     }
 }

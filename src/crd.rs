@@ -35,9 +35,13 @@ pub const READY_CONDITION: &str = "Ready";
 #[x_kube(validation = Rule::new("has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)").message("spec.secretName is immutable: create a new ApiKey to use another Secret"))]
 #[serde(rename_all = "camelCase")]
 pub struct ApiKeySpec {
-    /// The user this key acts for. One active key per user per namespace: the oldest ApiKey for a
-    /// user is active and any other one reports Ready=False with reason DuplicateUser. Immutable.
+    /// The user this key acts for (an access token's subject). One active key per user per
+    /// namespace: the oldest ApiKey for a user is active and any other one reports Ready=False with
+    /// reason DuplicateUser. Users are compared after Unicode NFC normalisation and
+    /// case-sensitively (`Alice` and `alice` are two users). No control or invisible characters,
+    /// no line breaks, no leading or trailing whitespace; at most 256 characters. Immutable.
     #[schemars(length(min = 1, max = 256))]
+    #[x_kube(validation = Rule::new(crate::user::USER_RULE).message(crate::user::USER_RULE_MESSAGE))]
     pub user: String,
 
     /// Name of the Secret that receives `client_id` and `client_secret`, in the ApiKey's namespace.
@@ -63,6 +67,12 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
+    /// The operator's seal of `clientId` (HMAC-SHA256 with its record key, bound to this ApiKey's
+    /// UID): lets the operator trust `clientId` when it must write a deleted Secret again. Not a
+    /// secret, and of no use to servers checking keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id_seal: Option<String>,
+
     /// argon2id hash of the current client secret as a PHC string
     /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`), for servers that check presented secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -77,7 +87,7 @@ pub struct ApiKeyStatus {
     pub observed_generation: Option<i64>,
 
     /// Conditions of the key; type `Ready` tells whether the Secret holds a usable key, and if not,
-    /// why (reasons `DuplicateUser`, `SecretConflict`).
+    /// why (reasons `DuplicateUser`, `SecretConflict`, `SecretRejected`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -1,18 +1,22 @@
 //! "What must happen to this key?": pure decisions, tested without a cluster.
 //!
 //! The questions are asked in order, like cert-manager's issuing policies: is this ApiKey the
-//! active one for its user, is its Secret name free, does the Secret exist, is it intact, has a new
-//! regeneration been asked for. The first that calls for action decides.
+//! active one for its user, is its Secret name free, does the Secret exist, is the operator's
+//! sealed record in it intact, does it still carry the operator's label, has a new regeneration
+//! been asked for. The first that calls for action decides.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt as _;
 
 use crate::crd::ApiKey;
 use crate::credentials;
-use crate::secret::ManagedSecret;
+use crate::secret::{self, Integrity, ManagedSecret};
+use crate::user;
 
 /// The ApiKey's Secret as the operator finds it.
 #[derive(Clone, Debug)]
+// One value per reconcile, never stored: boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum SecretState {
     /// No Secret of that name exists.
     Missing,
@@ -43,7 +47,7 @@ pub enum IssueReason {
     Regenerated,
     /// The Secret was deleted by someone else.
     SecretDeleted,
-    /// The Secret's credentials were changed or removed by someone else.
+    /// The Secret's credentials or the operator's record in it were changed by someone else.
     SecretAltered,
 }
 
@@ -67,7 +71,8 @@ impl IssueReason {
         }
     }
 
-    /// Label for the metrics of issued keys.
+    /// Label for the metrics of issued keys, also written into the Secret's record
+    /// ([`crate::secret::REASON_ANNOTATION`]).
     pub fn metric_label(self) -> &'static str {
         match self {
             IssueReason::Created => "created",
@@ -75,6 +80,19 @@ impl IssueReason {
             IssueReason::SecretDeleted => "repaired_deleted",
             IssueReason::SecretAltered => "repaired_altered",
         }
+    }
+
+    /// The reason of a record's [`IssueReason::metric_label`]; `None` for anything else (such as
+    /// `adopted`: a record re-sealed without a new secret).
+    pub fn from_label(label: &str) -> Option<Self> {
+        [
+            IssueReason::Created,
+            IssueReason::Regenerated,
+            IssueReason::SecretDeleted,
+            IssueReason::SecretAltered,
+        ]
+        .into_iter()
+        .find(|r| r.metric_label() == label)
     }
 
     /// Human-readable explanation, free of secret material.
@@ -86,11 +104,11 @@ impl IssueReason {
             IssueReason::Regenerated => format!(
                 "generated a new client secret into Secret {secret_name} for a new value of the regenerate annotation"
             ),
-            IssueReason::SecretDeleted => format!(
-                "Secret {secret_name} was deleted; wrote it again with a new client secret and the same client id"
-            ),
+            IssueReason::SecretDeleted => {
+                format!("Secret {secret_name} was deleted; wrote it again with a new client secret")
+            }
             IssueReason::SecretAltered => format!(
-                "Secret {secret_name} was altered by hand; wrote a new client secret and the same client id"
+                "Secret {secret_name} was altered by someone else (its credentials or the operator's sealed record in it); wrote a new client secret"
             ),
         }
     }
@@ -110,10 +128,25 @@ pub enum Plan {
     Issue {
         /// Why.
         reason: IssueReason,
-        /// The client id to keep, or `None` to generate the key's first one.
+        /// The client id to keep, or `None` to generate a new one (the key's first, or when the
+        /// one it had cannot be verified).
         client_id: Option<String>,
         /// `resourceVersion` of the Secret this decision was taken on, the precondition of its
         /// replacement; `None` when the Secret is missing and must be created.
+        replaces: Option<String>,
+    },
+    /// The Secret holds well-formed credentials under a record the operator cannot judge (a
+    /// release before seals, or a lost record key), and this ApiKey was never sealed with the
+    /// current key: hash its secret again and seal the record, keeping the credentials. No
+    /// rotation: an upgrade or a lost key must never rotate every key at once.
+    Adopt {
+        /// `resourceVersion` of the Secret, the precondition of the write.
+        replaces: Option<String>,
+    },
+    /// The Secret is the key's own and sealed, but lost the operator's managed-by label (so the
+    /// watch no longer sees it): put the label back, nothing else.
+    Relabel {
+        /// `resourceVersion` of the Secret, the precondition of the write.
         replaces: Option<String>,
     },
     /// The Secret is intact and answers the latest regeneration request: only the status may need
@@ -128,53 +161,75 @@ impl Plan {
             Plan::Duplicate { .. } => "duplicate",
             Plan::Conflict => "conflict",
             Plan::Issue { reason, .. } => reason.metric_label(),
+            Plan::Adopt { .. } => "adopted",
+            Plan::Relabel { .. } => "relabelled",
             Plan::InSync(_) => "in_sync",
         }
     }
 }
 
 /// Decides what must happen to `key`, given whether it is the active key for its user (`Err` holds
-/// the name of the active one) and the state of its Secret.
-pub fn decide(key: &ApiKey, active: Result<(), String>, secret: &SecretState) -> Plan {
+/// the name of the active one), the state of its Secret, and the client id its status publishes
+/// if that is sealed with the operator's current record key (`None` when there is none, or its
+/// seal does not verify: a status anyone with rights on `apikeys/status` could have written).
+pub fn decide(
+    key: &ApiKey,
+    active: Result<(), String>,
+    secret: &SecretState,
+    sealed_client_id: Option<&str>,
+) -> Plan {
     if let Err(active) = active {
         return Plan::Duplicate { active };
     }
-    let status_client_id = key
-        .status
-        .as_ref()
-        .and_then(|s| s.client_id.clone())
-        .filter(|id| credentials::is_well_formed_client_id(id));
+    let sealed_client_id = sealed_client_id
+        .filter(|id| credentials::is_well_formed_client_id(id))
+        .map(str::to_owned);
     match secret {
         SecretState::Foreign => Plan::Conflict,
-        SecretState::Missing => match status_client_id {
-            Some(id) => Plan::Issue {
-                reason: IssueReason::SecretDeleted,
-                client_id: Some(id),
+        SecretState::Missing => {
+            let ever_issued = key
+                .status
+                .as_ref()
+                .is_some_and(|s| s.client_id.is_some() || s.secret_hash.is_some());
+            Plan::Issue {
+                reason: if ever_issued || sealed_client_id.is_some() {
+                    IssueReason::SecretDeleted
+                } else {
+                    IssueReason::Created
+                },
+                client_id: sealed_client_id,
                 replaces: None,
-            },
-            None => Plan::Issue {
-                reason: IssueReason::Created,
-                client_id: None,
-                replaces: None,
-            },
-        },
-        SecretState::Owned(managed) if !managed.intact => Plan::Issue {
-            reason: IssueReason::SecretAltered,
-            client_id: status_client_id.or_else(|| {
-                managed
-                    .client_id
-                    .clone()
-                    .filter(|id| credentials::is_well_formed_client_id(id))
-            }),
-            replaces: managed.resource_version.clone(),
-        },
-        SecretState::Owned(managed) => match key.regenerate_request() {
-            Some(request) if managed.handled_request.as_deref() != Some(request) => Plan::Issue {
-                reason: IssueReason::Regenerated,
-                client_id: managed.client_id.clone(),
+            }
+        }
+        SecretState::Owned(managed) => match managed.integrity {
+            // Edited; or a record the operator cannot judge on a key it has already sealed with
+            // its current key, which only an edit explains.
+            Integrity::Altered => Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                client_id: sealed_client_id,
                 replaces: managed.resource_version.clone(),
             },
-            _ => Plan::InSync(managed.clone()),
+            Integrity::Unsealed if sealed_client_id.is_some() => Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                client_id: sealed_client_id,
+                replaces: managed.resource_version.clone(),
+            },
+            Integrity::Unsealed => Plan::Adopt {
+                replaces: managed.resource_version.clone(),
+            },
+            Integrity::Sealed if !managed.labelled => Plan::Relabel {
+                replaces: managed.resource_version.clone(),
+            },
+            Integrity::Sealed => match key.regenerate_request() {
+                Some(request) if !secret::answers(managed.handled_request.as_deref(), request) => {
+                    Plan::Issue {
+                        reason: IssueReason::Regenerated,
+                        client_id: managed.client_id.clone(),
+                        replaces: managed.resource_version.clone(),
+                    }
+                }
+                _ => Plan::InSync(managed.clone()),
+            },
         },
     }
 }
@@ -182,12 +237,13 @@ pub fn decide(key: &ApiKey, active: Result<(), String>, secret: &SecretState) ->
 /// Whether a plan decided from the caches must be decided again on a fresh read of the Secret
 /// before anything is written, so that a lagging cache never causes a rotation.
 ///
-/// A Secret missing from the cache may exist (a foreign one is not in the label-selected cache,
-/// or the cache is behind): only a read can tell. A regeneration decided on a cached Secret that
-/// the status agrees with needs no read: the write is preconditioned on that Secret's
-/// resourceVersion, so if the cache was behind, the write fails and nothing rotates. When status
-/// and cached Secret disagree, the cache may be behind the operator's own last rotation; reading
-/// first saves computing a hash that the precondition would throw away.
+/// A Secret missing from the cache may exist (a foreign one, or one that lost the operator's
+/// label, is not in the label-selected cache, or the cache is behind): only a read can tell. A
+/// regeneration decided on a cached Secret that the status agrees with needs no read: the write
+/// is preconditioned on that Secret's resourceVersion, so if the cache was behind, the write fails
+/// and nothing rotates. When status and cached Secret disagree, the cache may be behind the
+/// operator's own last rotation; reading first saves computing a hash that the precondition would
+/// throw away. Adopting a record needs the plaintext, which the cache does not keep.
 pub fn confirm_on_fresh_read(key: &ApiKey, plan: &Plan, cached: &SecretState) -> bool {
     match (plan, cached) {
         (_, SecretState::Missing) => true,
@@ -201,14 +257,14 @@ pub fn confirm_on_fresh_read(key: &ApiKey, plan: &Plan, cached: &SecretState) ->
             let published = key.status.as_ref().and_then(|s| s.secret_hash.as_ref());
             published.is_none() || published != managed.hash.as_ref()
         }
-        (Plan::Issue { .. }, _) => true,
+        (Plan::Issue { .. } | Plan::Adopt { .. } | Plan::Relabel { .. }, _) => true,
         _ => false,
     }
 }
 
 /// Whether `key` is the active key for its user among `keys` (all ApiKeys the operator sees): the
-/// oldest by creation time, then by name, among live ApiKeys in its namespace for the same user.
-/// `Err` holds the name of the active one.
+/// oldest by creation time, then by name, among live ApiKeys in its namespace for the same user
+/// (compared by [`crate::user::canonical`]). `Err` holds the name of the active one.
 pub fn active_for_user<'a>(
     key: &ApiKey,
     keys: impl IntoIterator<Item = &'a ApiKey>,
@@ -220,11 +276,12 @@ pub fn active_for_user<'a>(
         )
     };
     let mine = rank(key);
+    let user = user::canonical(&key.spec.user);
     let older = keys
         .into_iter()
         .filter(|k| {
             k.namespace() == key.namespace()
-                && k.spec.user == key.spec.user
+                && user::canonical(&k.spec.user) == user
                 && k.uid() != key.uid()
                 && k.metadata.deletion_timestamp.is_none()
         })
@@ -243,6 +300,8 @@ mod tests {
     use crate::crd::{ApiKeyStatus, REGENERATE_ANNOTATION};
     use crate::test_support::{key, managed};
 
+    const ID: &str = "akid_AAAAAAAAAAAAAAAAAAAAAA";
+
     fn with_request(mut k: ApiKey, value: &str) -> ApiKey {
         k.metadata
             .annotations
@@ -259,13 +318,18 @@ mod tests {
         k
     }
 
+    fn with_integrity(mut m: ManagedSecret, integrity: Integrity) -> ManagedSecret {
+        m.integrity = integrity;
+        m
+    }
+
     #[test]
     fn only_a_regeneration_the_status_agrees_with_skips_the_fresh_read() {
         let k = key("web", "alice", 1);
         let secret = managed(&k, Some("v1"));
         let mut k = with_request(k, "v2");
         let owned = SecretState::Owned(secret.clone());
-        let regenerate = decide(&k, Ok(()), &owned);
+        let regenerate = decide(&k, Ok(()), &owned, None);
         assert!(matches!(
             regenerate,
             Plan::Issue {
@@ -287,21 +351,30 @@ mod tests {
         });
         assert!(!confirm_on_fresh_read(&k, &regenerate, &owned));
 
-        // a missing Secret is always read; an altered one too; nothing to write, nothing to read
-        let created = decide(&k, Ok(()), &SecretState::Missing);
+        // a missing Secret is always read; an altered, unsealed or unlabelled one too; nothing to
+        // write, nothing to read
+        let created = decide(&k, Ok(()), &SecretState::Missing, None);
         assert!(confirm_on_fresh_read(&k, &created, &SecretState::Missing));
-        let mut altered = secret.clone();
-        altered.intact = false;
-        let altered = SecretState::Owned(altered);
+        for integrity in [Integrity::Altered, Integrity::Unsealed] {
+            let state = SecretState::Owned(with_integrity(secret.clone(), integrity));
+            assert!(confirm_on_fresh_read(
+                &k,
+                &decide(&k, Ok(()), &state, None),
+                &state
+            ));
+        }
+        let mut unlabelled = secret.clone();
+        unlabelled.labelled = false;
+        let unlabelled = SecretState::Owned(unlabelled);
         assert!(confirm_on_fresh_read(
             &k,
-            &decide(&k, Ok(()), &altered),
-            &altered
+            &decide(&k, Ok(()), &unlabelled, None),
+            &unlabelled
         ));
         let in_sync = SecretState::Owned(managed(&k, Some("v2")));
         assert!(!confirm_on_fresh_read(
             &k,
-            &decide(&k, Ok(()), &in_sync),
+            &decide(&k, Ok(()), &in_sync, None),
             &in_sync
         ));
         assert!(!confirm_on_fresh_read(
@@ -313,7 +386,7 @@ mod tests {
 
     #[test]
     fn first_reconcile_creates() {
-        let plan = decide(&key("a", "alice", 1), Ok(()), &SecretState::Missing);
+        let plan = decide(&key("a", "alice", 1), Ok(()), &SecretState::Missing, None);
         assert_eq!(
             plan,
             Plan::Issue {
@@ -330,7 +403,7 @@ mod tests {
         let k = with_request(key("a", "alice", 1), "v1");
         let m = managed(&k, Some("v1"));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m)),
+            decide(&k, Ok(()), &SecretState::Owned(m), None),
             Plan::InSync(_)
         ));
     }
@@ -341,7 +414,7 @@ mod tests {
         let m = managed(&k, Some("v1"));
         let id = m.client_id.clone();
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m)),
+            decide(&k, Ok(()), &SecretState::Owned(m), None),
             Plan::Issue {
                 reason: IssueReason::Regenerated,
                 client_id: id,
@@ -355,56 +428,120 @@ mod tests {
         let k = with_request(key("a", "alice", 1), "v1");
         let m = managed(&k, Some("v1"));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone())),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
             Plan::InSync(_)
         ));
         let removed = key("a", "alice", 1);
         assert!(matches!(
-            decide(&removed, Ok(()), &SecretState::Owned(m)),
+            decide(&removed, Ok(()), &SecretState::Owned(m), None),
             Plan::InSync(_)
         ));
         let empty = with_request(key("a", "alice", 1), "");
         let m0 = managed(&empty, None);
         assert!(matches!(
-            decide(&empty, Ok(()), &SecretState::Owned(m0)),
+            decide(&empty, Ok(()), &SecretState::Owned(m0), None),
             Plan::InSync(_)
         ));
     }
 
     #[test]
-    fn deleted_secret_is_repaired_with_the_same_client_id() {
-        let k = with_client_id(key("a", "alice", 1), "akid_AAAAAAAAAAAAAAAAAAAAAA");
+    fn a_long_request_is_answered_by_its_digest_and_by_a_verbatim_copy() {
+        let long = "x".repeat(262_000);
+        let k = with_request(key("a", "alice", 1), &long);
+        let mut m = managed(&k, None);
+        m.handled_request = Some(secret::handled_form(&long));
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            Plan::InSync(_)
+        ));
+        // a release before digests stored it verbatim: an upgrade does not take it for new
+        m.handled_request = Some(long.clone());
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            Plan::InSync(_)
+        ));
+        let k = with_request(key("a", "alice", 1), &"y".repeat(262_000));
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            Plan::Issue {
+                reason: IssueReason::Regenerated,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_deleted_secret_keeps_a_sealed_client_id_and_only_that() {
+        let k = with_client_id(key("a", "alice", 1), ID);
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing),
+            decide(&k, Ok(()), &SecretState::Missing, Some(ID)),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
-                client_id: Some("akid_AAAAAAAAAAAAAAAAAAAAAA".into()),
+                client_id: Some(ID.into()),
                 replaces: None
+            }
+        );
+        // a client id in the status without a seal of the current key (forged, or from before
+        // seals) is not taken: a new client id, so that no key ever takes another's
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Missing, None),
+            Plan::Issue {
+                reason: IssueReason::SecretDeleted,
+                client_id: None,
+                replaces: None
+            }
+        );
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Missing, Some("akid_short")),
+            Plan::Issue {
+                reason: IssueReason::SecretDeleted,
+                client_id: None,
+                replaces: None
+            },
+            "a malformed id is never kept"
+        );
+    }
+
+    #[test]
+    fn an_altered_secret_is_repaired_with_the_sealed_client_id() {
+        let k = key("a", "alice", 1);
+        let m = with_integrity(managed(&k, None), Integrity::Altered);
+        let id = m.client_id.clone();
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), id.as_deref()),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                client_id: id,
+                replaces: Some("1".into())
+            }
+        );
+        // the Secret's own client id is not trusted: it may be another key's
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                client_id: None,
+                replaces: Some("1".into())
             }
         );
     }
 
     #[test]
-    fn altered_secret_is_repaired_with_the_status_client_id() {
-        let k = key("a", "alice", 1);
-        let mut m = managed(&k, None);
-        let k = with_client_id(k, m.client_id.as_deref().unwrap());
-        let id = m.client_id.clone();
-        m.intact = false;
+    fn a_record_the_key_cannot_judge_is_adopted_once_and_an_edit_afterwards() {
+        let k = with_request(key("a", "alice", 1), "v9");
+        let m = with_integrity(managed(&k, Some("v1")), Integrity::Unsealed);
+        // never sealed with the current key (an upgrade, a lost key): sealed without rotation,
+        // even with a regeneration pending, which the next reconcile answers
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone())),
-            Plan::Issue {
-                reason: IssueReason::SecretAltered,
-                client_id: id.clone(),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            Plan::Adopt {
                 replaces: Some("1".into())
             }
         );
-        // a changed client id is also an alteration (see secret.rs), and the status's id wins
-        let mut m2 = managed(&k, None);
-        m2.client_id = Some("akid_BBBBBBBBBBBBBBBBBBBBBB".into());
-        m2.intact = false;
+        // a key already sealed with the current key: an unsealed record is an edit
+        let id = m.client_id.clone();
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m2)),
+            decide(&k, Ok(()), &SecretState::Owned(m), id.as_deref()),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: id,
@@ -414,18 +551,47 @@ mod tests {
     }
 
     #[test]
+    fn a_sealed_secret_without_the_label_gets_it_back_without_rotation() {
+        let k = with_request(key("a", "alice", 1), "v2");
+        let mut m = managed(&k, Some("v1"));
+        m.labelled = false;
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            Plan::Relabel {
+                replaces: Some("1".into())
+            }
+        );
+    }
+
+    #[test]
     fn foreign_secret_is_a_conflict_even_with_a_pending_request() {
         let k = with_request(key("a", "alice", 1), "v9");
-        assert_eq!(decide(&k, Ok(()), &SecretState::Foreign), Plan::Conflict);
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Foreign, Some(ID)),
+            Plan::Conflict
+        );
     }
 
     #[test]
     fn duplicate_comes_first() {
         let k = key("b", "alice", 2);
         assert_eq!(
-            decide(&k, Err("a".into()), &SecretState::Missing),
+            decide(&k, Err("a".into()), &SecretState::Missing, None),
             Plan::Duplicate { active: "a".into() }
         );
+    }
+
+    #[test]
+    fn reasons_round_trip_through_their_labels() {
+        for reason in [
+            IssueReason::Created,
+            IssueReason::Regenerated,
+            IssueReason::SecretDeleted,
+            IssueReason::SecretAltered,
+        ] {
+            assert_eq!(IssueReason::from_label(reason.metric_label()), Some(reason));
+        }
+        assert_eq!(IssueReason::from_label("adopted"), None);
     }
 
     #[test]
@@ -445,5 +611,15 @@ mod tests {
         let mut elsewhere = key("0", "alice", 1);
         elsewhere.metadata.namespace = Some("other".into());
         assert_eq!(active_for_user(&b, &[elsewhere, b.clone()]), Ok(()));
+    }
+
+    #[test]
+    fn users_are_the_same_after_nfc_and_differ_by_case() {
+        let composed = key("a", "jos\u{e9}", 1);
+        let decomposed = key("b", "jose\u{301}", 2);
+        let upper = key("c", "JOS\u{c9}", 3);
+        let all = [composed.clone(), decomposed.clone(), upper.clone()];
+        assert_eq!(active_for_user(&decomposed, &all), Err("a".into()));
+        assert_eq!(active_for_user(&upper, &all), Ok(()));
     }
 }

@@ -53,7 +53,9 @@ impl Events {
         }
     }
 
-    /// Creates one Event about `key`. `note` must hold no secret material.
+    /// Creates one Event about `key`. `note` must hold no secret material. With an `id` (lowercase
+    /// letters and digits), the event is named after it, and publishing it again is a no-op: an
+    /// event that must be written exactly once, however often the reconciler gets there.
     pub async fn publish(
         &self,
         key: &ApiKey,
@@ -61,13 +63,21 @@ impl Events {
         reason: &str,
         action: &str,
         note: &str,
+        id: Option<&str>,
     ) -> kube::Result<()> {
-        let event = self.build(key, type_, reason, action, note, Timestamp::now());
+        let mut event = self.build(key, type_, reason, action, note, Timestamp::now());
+        if let Some(id) = id {
+            event.metadata.name = Some(event_name(&key.name_any(), id));
+        }
         let namespace = key.namespace().unwrap_or_default();
-        Api::<Event>::namespaced(self.client.clone(), &namespace)
+        match Api::<Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
             .await
-            .map(|_| ())
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if id.is_some() && s.is_already_exists() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn build(
@@ -83,7 +93,10 @@ impl Events {
         Event {
             metadata: ObjectMeta {
                 // as client-go and kube-runtime name them: unique per object and instant
-                name: Some(format!("{}.{:x}", key.name_any(), now.as_nanosecond())),
+                name: Some(event_name(
+                    &key.name_any(),
+                    &format!("{:x}", now.as_nanosecond()),
+                )),
                 namespace: key.namespace(),
                 ..ObjectMeta::default()
             },
@@ -98,6 +111,15 @@ impl Events {
             ..Event::default()
         }
     }
+}
+
+/// `<object name>.<suffix>`, the object's name shortened so that the whole stays a valid object
+/// name (at most 253 characters) for ApiKeys of any valid name.
+fn event_name(object: &str, suffix: &str) -> String {
+    const MAX: usize = 253;
+    let keep = MAX.saturating_sub(suffix.len() + 1).min(object.len());
+    let prefix = object[..keep].trim_end_matches(['.', '-']);
+    format!("{prefix}.{suffix}")
 }
 
 #[cfg(test)]
@@ -132,6 +154,12 @@ mod tests {
         assert_eq!(e.note.as_deref(), Some("a note"));
         assert_eq!(e.reporting_controller.as_deref(), Some("apikey-operator"));
         assert_eq!(e.reporting_instance.as_deref(), Some("pod-1"));
+        let long = "k".repeat(253);
+        assert_eq!(event_name(&long, "0123456789abcdef").len(), 253);
+        assert_eq!(
+            event_name("web", "0123456789abcdef"),
+            "web.0123456789abcdef"
+        );
         let regarding = e.regarding.unwrap();
         assert_eq!(regarding.kind.as_deref(), Some("ApiKey"));
         assert_eq!(regarding.name.as_deref(), Some("web"));

@@ -25,7 +25,7 @@ use crate::hashing::{HashParams, Hasher};
 use crate::metrics::Metrics;
 use crate::secret::MANAGER;
 use crate::secret_cache::SecretCache;
-use crate::siblings::Siblings;
+use crate::test_support::record_key;
 
 /// How long the verifier waits for the reconciler's next request.
 pub const TIMEOUT: Duration = Duration::from_secs(1);
@@ -188,6 +188,21 @@ impl ApiServerVerifier {
         event
     }
 
+    /// The next request must read ApiKey `key` (as the reconciler does right before writing a
+    /// Secret); answered with `key`, or `404` when `None`.
+    pub async fn expect_key_read(&mut self, ns: &str, name: &str, key: Option<&ApiKey>) {
+        let call = self
+            .expect(
+                Method::GET,
+                &format!("/apis/apikey.dev/v1alpha1/namespaces/{ns}/apikeys/{name}"),
+            )
+            .await;
+        match key {
+            Some(key) => call.ok(key),
+            None => call.not_found("apikeys.apikey.dev", name),
+        }
+    }
+
     /// The reconcile makes no (more) call: the mocked server closes without another request once
     /// the reconcile has dropped its context.
     pub async fn expect_no_more_calls(mut self) {
@@ -223,13 +238,7 @@ pub fn context(
     let client = Client::new(service, "default");
     let events = Events::new(client.clone(), MANAGER, "test");
     let (keys_store, mut keys_writer) = reflector::store();
-    let siblings = Siblings::default();
-    for k in keys {
-        let event = watcher::Event::Apply(k);
-        keys_writer.apply_watcher_event(&event);
-        siblings.apply(&event);
-    }
-    let secrets_cache = SecretCache::default();
+    let secrets_cache = SecretCache::new(record_key().clone());
     for s in secrets {
         secrets_cache.apply(&watcher::Event::Apply(s));
     }
@@ -239,10 +248,15 @@ pub fn context(
         events,
         cheap_hasher(),
         keys_store,
-        siblings,
         secrets_cache,
         metrics.clone(),
     );
+    for k in keys {
+        let event = watcher::Event::Apply(k);
+        keys_writer.apply_watcher_event(&event);
+        ctx.siblings.apply(&event);
+        ctx.targets.apply(&event);
+    }
     (Arc::new(ctx), ApiServerVerifier(handle), metrics)
 }
 

@@ -46,14 +46,37 @@ impl Default for HashParams {
 }
 
 impl HashParams {
+    /// The most any hash the operator computes, publishes or verifies may cost: 256 MiB, 64
+    /// iterations, 16 lanes. A hash with higher parameters is refused, so that nobody can make a
+    /// verifier allocate gigabytes by publishing one.
+    pub const CEILING: HashParams = HashParams {
+        memory_kib: 256 * 1024,
+        iterations: 64,
+        parallelism: 16,
+    };
+
+    /// Whether every parameter is at most the [`HashParams::CEILING`].
+    pub fn within_ceiling(self) -> bool {
+        self.memory_kib <= Self::CEILING.memory_kib
+            && self.iterations <= Self::CEILING.iterations
+            && self.parallelism <= Self::CEILING.parallelism
+    }
+
     fn to_argon2(self) -> Result<Argon2<'static>> {
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, None)
             .map_err(|e| Error::Config(format!("invalid argon2id parameters: {e}")))?;
         Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
     }
 
-    /// Checks the parameters without hashing anything.
+    /// Checks the parameters without hashing anything: valid for argon2id, and within the
+    /// [`HashParams::CEILING`].
     pub fn validate(self) -> Result<()> {
+        if !self.within_ceiling() {
+            return Err(Error::Config(format!(
+                "argon2id parameters {self:?} exceed the ceiling {:?}",
+                Self::CEILING
+            )));
+        }
         self.to_argon2().map(|_| ())
     }
 }
@@ -134,13 +157,24 @@ fn hash_now(
     ))
 }
 
-/// Whether `secret` matches the PHC string `phc`: what a server checking presented keys does.
+/// Whether `secret` matches the argon2id PHC string `phc`: what a server checking presented keys
+/// does. A hash that is not argon2id, or whose parameters exceed [`HashParams::CEILING`], matches
+/// nothing and costs nothing.
 pub fn verify(secret: &str, phc: &str) -> bool {
-    argon2::PasswordHash::new(phc).is_ok_and(|hash| {
-        Argon2::default()
+    let Ok(hash) = argon2::PasswordHash::new(phc) else {
+        return false;
+    };
+    let param = |name: &str| hash.params.get_decimal(name);
+    let params = HashParams {
+        memory_kib: param("m").unwrap_or(u32::MAX),
+        iterations: param("t").unwrap_or(u32::MAX),
+        parallelism: param("p").unwrap_or(u32::MAX),
+    };
+    hash.algorithm.as_str() == "argon2id"
+        && params.within_ceiling()
+        && Argon2::default()
             .verify_password(secret.as_bytes(), &hash)
             .is_ok()
-    })
 }
 
 #[cfg(test)]
@@ -211,5 +245,22 @@ mod tests {
         let err = bad.validate().unwrap_err().to_string();
         assert!(err.contains("argon2id"), "{err}");
         assert!(Hasher::new(bad, 1).is_err());
+        let huge = HashParams {
+            memory_kib: 4 * 1024 * 1024,
+            ..HashParams::default()
+        };
+        assert!(huge.validate().unwrap_err().to_string().contains("ceiling"));
+    }
+
+    #[test]
+    fn hashes_above_the_ceiling_verify_nothing_without_being_computed() {
+        // 4 GiB: refused before any memory is allocated (this test would otherwise need it)
+        let secret = generate_client_secret().unwrap();
+        let huge = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(!verify(secret.expose(), huge));
+        assert!(!verify(
+            secret.expose(),
+            "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
+        ));
     }
 }

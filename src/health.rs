@@ -1,5 +1,6 @@
 //! Health, readiness and metrics over HTTP: `/healthz`, `/readyz`, `/metrics`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ pub struct Health {
     synced: AtomicBool,
     standby: AtomicBool,
     key_stores: Mutex<Vec<Store<ApiKey>>>,
+    /// Watches that fail right now, with why.
+    failing: Mutex<BTreeMap<String, String>>,
 }
 
 impl Health {
@@ -32,7 +35,32 @@ impl Health {
             synced: AtomicBool::new(false),
             standby: AtomicBool::new(false),
             key_stores: Mutex::default(),
+            failing: Mutex::default(),
         }
+    }
+
+    /// Records that `watch` fails, and why: not ready until it works again.
+    pub fn watch_failed(&self, watch: &str, why: String) {
+        if let Ok(mut failing) = self.failing.lock() {
+            failing.insert(watch.to_owned(), why);
+        }
+    }
+
+    /// Records that `watch` works (again).
+    pub fn watch_works(&self, watch: &str) {
+        if let Ok(mut failing) = self.failing.lock() {
+            failing.remove(watch);
+        }
+    }
+
+    /// Why the process is not ready, or `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if let Ok(failing) = self.failing.lock()
+            && let Some((watch, why)) = failing.iter().next()
+        {
+            return Some(format!("watch of {watch} fails: {why}"));
+        }
+        (!self.is_ready()).then(|| "caches not synced".to_string())
     }
 
     /// Ready: the caches of every watched scope have synced.
@@ -89,10 +117,9 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<impl Future<
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    if health.is_ready() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+    match health.not_ready_because() {
+        None => (StatusCode::OK, "ok".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 

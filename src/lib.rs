@@ -14,13 +14,18 @@ pub mod error;
 pub mod events;
 pub mod hashing;
 pub mod health;
+pub mod keystore;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;
+pub mod outage;
+pub mod record;
 pub mod secret;
 pub mod secret_cache;
 pub mod siblings;
 pub mod status;
+pub mod targets;
+pub mod user;
 
 #[cfg(test)]
 mod fixtures;

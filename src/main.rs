@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use apikey_operator::hashing::Hasher;
 use apikey_operator::health::{self, Health};
+use apikey_operator::keystore;
 use apikey_operator::leader;
 use apikey_operator::metrics::Metrics;
 use apikey_operator::{Error, Result};
@@ -40,8 +41,17 @@ fn print_crd() -> Result<()> {
     Ok(())
 }
 
+/// `RUST_LOG`, else `info`. The Kubernetes client libraries log some failed calls themselves,
+/// which the operator reports too (an outage once, see outage.rs): they are held to errors unless
+/// `RUST_LOG` names them.
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let configured = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if configured.contains("kube") {
+        configured
+    } else {
+        format!("{configured},kube_client=error,kube_runtime=error")
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,11 +86,14 @@ fn run(args: RunArgs) -> Result<()> {
                 .map_err(|e| Error::Config(format!("--http-addr {}: {e}", args.http_addr)))?;
             tokio::spawn(endpoint);
             let client = kube::Client::try_default().await?;
+            let record_key_namespace = args.record_key_namespace.clone().unwrap_or_else(own_namespace);
+            let record_key = keystore::load_or_create(client.clone(), &record_key_namespace, &args.record_key_secret).await?;
+            tracing::info!(secret = %format!("{record_key_namespace}/{}", args.record_key_secret), key_id = record_key.id(), "record key loaded");
             let shutdown = shutdown_signal().boxed().shared();
             tracing::info!(namespaces = ?settings.namespaces, ?params, http = %args.http_addr, leader_elect = args.leader_elect, "starting apikey-operator");
             if !args.leader_elect {
                 health.metrics.leader.set(1);
-                controller::run(client, hasher, health, settings, shutdown).await;
+                controller::run(client, hasher, record_key, health, settings, shutdown).await;
                 tracing::info!("stopped");
                 return Ok(());
             }
@@ -107,7 +120,7 @@ fn run(args: RunArgs) -> Result<()> {
                 .map(|_| ())
                 .boxed()
                 .shared();
-            controller::run(client, hasher, health.clone(), settings, stop).await;
+            controller::run(client, hasher, record_key, health.clone(), settings, stop).await;
             health.metrics.leader.set(0);
             let lost = !leadership.is_held();
             leadership.release().await;

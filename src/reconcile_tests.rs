@@ -20,16 +20,17 @@ use crate::hashing;
 use crate::metrics::{Metrics, OutcomeLabel};
 use crate::secret::{
     self, APIKEY_LABEL, CLIENT_ID_KEY, CLIENT_SECRET_KEY, Credentials, HANDLED_ANNOTATION,
-    HASH_ANNOTATION, MANAGED_BY_LABEL, MANAGER, ManagedSecret,
+    HASH_ANNOTATION, Integrity, MANAGED_BY_LABEL, MANAGER, ManagedSecret,
 };
 use crate::status::{self, Outcome};
-use crate::test_support::{self, time};
+use crate::test_support::{self, record_key, time};
 
 const SECRET: &str = "/api/v1/namespaces/ns/secrets/web";
 const CREATE_SECRET: &str = "/api/v1/namespaces/ns/secrets?&fieldManager=apikey-operator";
 const APPLY_SECRET: &str =
     "/api/v1/namespaces/ns/secrets/web?&force=true&fieldManager=apikey-operator";
 const APPLY_STATUS: &str = "/apis/apikey.dev/v1alpha1/namespaces/ns/apikeys/web/status?&force=true&fieldManager=apikey-operator";
+const APIKEY: &str = "/apis/apikey.dev/v1alpha1/namespaces/ns/apikeys/web";
 const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
 
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
@@ -58,13 +59,14 @@ async fn hashed_creds(client_id: &str, handled: Option<&str>, rotated_at: Time) 
         hash,
         handled_request: handled.map(Into::into),
         rotated_at,
+        reason: "created",
     }
 }
 
 /// The Ready status `key` has once it mirrors `secret`, as read back from the API server.
 fn ready_status(key: &ApiKey, secret: &Secret, at: Time) -> ApiKeyStatus {
-    let managed = ManagedSecret::read(secret);
-    let status = status::desired(key, &Outcome::Ready(&managed), &at);
+    let managed = ManagedSecret::read(secret, record_key());
+    let status = status::desired(key, &Outcome::Ready(&managed), &at, record_key());
     round_trip(&status)
 }
 
@@ -159,6 +161,8 @@ async fn first_reconcile_creates_the_secret_then_publishes_its_hash() {
         .expect(Method::GET, SECRET)
         .await
         .not_found("secrets", "web");
+    // the ApiKey still exists: read right before the write
+    server.expect_key_read("ns", "web", Some(&key)).await;
 
     let create = server.expect(Method::POST, CREATE_SECRET).await;
     let written: Secret = create.body_as();
@@ -197,7 +201,10 @@ async fn first_reconcile_creates_the_secret_then_publishes_its_hash() {
         "the hash is the client secret's"
     );
     assert_eq!(annotation(&written, HANDLED_ANNOTATION), "");
-    assert!(ManagedSecret::read(&written).intact);
+    assert_eq!(
+        ManagedSecret::read(&written, record_key()).integrity,
+        Integrity::Sealed
+    );
     create.respond(StatusCode::CREATED, &stored(written.clone(), "1"));
 
     let event = server.expect_event("ns", "Normal", "Created").await;
@@ -238,11 +245,23 @@ async fn resumes_after_a_crash_between_secret_and_status(
     let mut key = with_request(apikey(), "v2");
     key.status = previous;
     let creds = hashed_creds(&client_id, Some("v2"), time(2_000)).await;
-    let secret = secret::build(&key, &creds, Some("5".into())).unwrap();
-    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![secret]);
+    let secret = stored(
+        secret::build(&key, &creds, None, record_key()).unwrap(),
+        "5",
+    );
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![secret.clone()]);
     let reconciling = start(&key, ctx);
 
-    // no Secret read, no Secret write, no event: straight to the status
+    // no Secret read, no Secret write; the rotation's event, which the crash lost, then the status
+    let event = server.expect_event("ns", "Normal", "Created").await;
+    let rotation = ManagedSecret::read(&secret, record_key())
+        .rotation_id
+        .unwrap();
+    assert_eq!(
+        event["metadata"]["name"],
+        format!("web.{rotation}"),
+        "named after the rotation, so written once however often this runs"
+    );
     let (patch, status) = expect_status_apply(&mut server, &key).await;
     assert_eq!(status["clientId"], client_id.as_str(), "{status}");
     assert_eq!(status["secretHash"], creds.hash.as_str(), "{status}");
@@ -275,7 +294,7 @@ async fn crash_after_regeneration_before_status_regenerates_exactly_once() {
     let key = apikey();
     let client_id = generate_client_id().unwrap();
     let old = hashed_creds(&client_id, Some("v1"), time(1_000)).await;
-    let old_secret = secret::build(&key, &old, Some("4".into())).unwrap();
+    let old_secret = secret::build(&key, &old, Some("4".into()), record_key()).unwrap();
     let previous = ready_status(&key, &old_secret, time(1_000));
     assert_eq!(previous.secret_hash, Some(old.hash));
     resumes_after_a_crash_between_secret_and_status(client_id, Some(previous)).await;
@@ -290,7 +309,7 @@ async fn crash_after_create_before_status_creates_exactly_once() {
 async fn key_in_sync_costs_no_api_call() {
     let key = with_request(apikey(), "v1");
     let creds = hashed_creds(&generate_client_id().unwrap(), Some("v1"), time(1_000)).await;
-    let secret = secret::build(&key, &creds, Some("5".into())).unwrap();
+    let secret = secret::build(&key, &creds, Some("5".into()), record_key()).unwrap();
     let mut key = key;
     key.status = Some(ready_status(&key, &secret, time(1_000)));
     let (ctx, server, metrics) = context(vec![key.clone()], vec![secret]);
@@ -310,7 +329,7 @@ async fn new_regenerate_value_rewrites_the_secret_keeping_the_client_id() {
     let key = with_request(apikey(), "v1");
     let client_id = generate_client_id().unwrap();
     let old = hashed_creds(&client_id, Some("v1"), time(1_000)).await;
-    let old_secret = stored(secret::build(&key, &old, None).unwrap(), "5");
+    let old_secret = stored(secret::build(&key, &old, None, record_key()).unwrap(), "5");
     let mut key = with_request(key, "v2");
     key.status = Some(ready_status(&key, &old_secret, time(1_000)));
     let previous_transition = key.status.as_ref().unwrap().conditions[0]
@@ -319,8 +338,9 @@ async fn new_regenerate_value_rewrites_the_secret_keeping_the_client_id() {
     let (ctx, mut server, metrics) = context(vec![key.clone()], vec![old_secret.clone()]);
     let reconciling = start(&key, ctx);
 
-    // decided from the cache, which the status agrees with: no read, the cached version is the
-    // write's precondition
+    // decided from the cache, which the status agrees with: no read of the Secret, the cached
+    // version is the write's precondition; the ApiKey is read to know it still exists
+    server.expect_key_read("ns", "web", Some(&key)).await;
     let apply = server.expect(Method::PATCH, APPLY_SECRET).await;
     assert_eq!(apply.content_type.as_deref(), Some(APPLY_CONTENT_TYPE));
     let written: Secret = apply.body_as();
@@ -346,7 +366,7 @@ async fn new_regenerate_value_rewrites_the_secret_keeping_the_client_id() {
     assert_ne!(hash, old.hash);
     assert!(hashing::verify(&client_secret, &hash));
     assert!(!hashing::verify(old.client_secret.expose(), &hash));
-    assert!(ManagedSecret::read(&written).is_controlled_by(&key));
+    assert!(ManagedSecret::read(&written, record_key()).is_controlled_by(&key));
     assert_eq!(
         written.labels().get(MANAGED_BY_LABEL).map(String::as_str),
         Some(MANAGER)
@@ -410,7 +430,7 @@ async fn ready_key() -> (ApiKey, String) {
     let client_id = generate_client_id().unwrap();
     let creds = hashed_creds(&client_id, None, time(1_000)).await;
     let mut key = key;
-    let old = secret::build(&key, &creds, Some("3".into())).unwrap();
+    let old = secret::build(&key, &creds, Some("3".into()), record_key()).unwrap();
     key.status = Some(ready_status(&key, &old, time(1_000)));
     (key, client_id)
 }
@@ -497,6 +517,7 @@ async fn regeneration_is_preconditioned_on_the_secret_it_was_decided_on() {
             &key,
             &hashed_creds(&client_id, Some("v1"), time(1_000)).await,
             None,
+            record_key(),
         )
         .unwrap(),
         "5",
@@ -506,6 +527,7 @@ async fn regeneration_is_preconditioned_on_the_secret_it_was_decided_on() {
             &key,
             &hashed_creds(&client_id, Some("v2"), time(1_500)).await,
             None,
+            record_key(),
         )
         .unwrap(),
         "6",
@@ -520,6 +542,7 @@ async fn regeneration_is_preconditioned_on_the_secret_it_was_decided_on() {
     let mut secret_writes = Vec::new();
     while let Some(call) = server.next_call().await {
         match (call.method.clone(), call.uri.as_str()) {
+            (Method::GET, APIKEY) => call.ok(&key),
             (Method::GET, SECRET) => {
                 reads += 1;
                 call.ok(if reads == 1 { &judged } else { &meanwhile });
@@ -565,6 +588,7 @@ async fn status_written_by_a_reconcile_is_in_sync_on_the_next() {
         .expect(Method::GET, SECRET)
         .await
         .not_found("secrets", "web");
+    server.expect_key_read("ns", "web", Some(&key)).await;
     let create = server.expect(Method::POST, CREATE_SECRET).await;
     let secret = stored(create.body_as(), "1");
     create.respond(StatusCode::CREATED, &secret);
@@ -591,4 +615,212 @@ async fn status_written_by_a_reconcile_is_in_sync_on_the_next() {
         .await
         .expect("second reconcile succeeds");
     assert_eq!(reconciled(&metrics, "in_sync"), 1);
+}
+
+#[tokio::test]
+async fn no_secret_is_written_for_a_key_that_is_gone() {
+    let (key, _) = ready_key().await;
+    // the cache still holds the key; its Secret is gone, and so is the key
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
+    let reconciling = start(&key, ctx);
+    server
+        .expect(Method::GET, SECRET)
+        .await
+        .not_found("secrets", "web");
+    server.expect_key_read("ns", "web", None).await;
+    server.expect_no_more_calls().await;
+    let action = finished(reconciling)
+        .await
+        .expect("a gone key is no failure");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(reconciled(&metrics, "gone"), 1);
+
+    // the same for a key of that name that is another object (deleted and created again)
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
+    let reconciling = start(&key, ctx);
+    server
+        .expect(Method::GET, SECRET)
+        .await
+        .not_found("secrets", "web");
+    let mut successor = key.clone();
+    successor.metadata.uid = Some("uid-of-a-new-web".into());
+    server.expect_key_read("ns", "web", Some(&successor)).await;
+    server.expect_no_more_calls().await;
+    finished(reconciling).await.expect("no failure");
+    assert_eq!(reconciled(&metrics, "gone"), 1);
+}
+
+/// A Secret as a release before seals wrote it: an unkeyed fingerprint, no seal, no reason.
+fn legacy_secret(key: &ApiKey, creds: &Credentials) -> Secret {
+    let mut s = stored(secret::build(key, creds, None, record_key()).unwrap(), "5");
+    let annotations = s.metadata.annotations.as_mut().unwrap();
+    annotations.remove(secret::SEAL_ANNOTATION);
+    annotations.remove(secret::REASON_ANNOTATION);
+    annotations.insert(
+        secret::LEGACY_FINGERPRINT_ANNOTATION.into(),
+        crate::credentials::fingerprint(&creds.client_id, &creds.client_secret),
+    );
+    s
+}
+
+#[tokio::test]
+async fn a_record_from_before_seals_is_sealed_without_a_new_secret() {
+    let key = with_request(apikey(), "v1");
+    let client_id = generate_client_id().unwrap();
+    let creds = hashed_creds(&client_id, Some("v1"), time(1_000)).await;
+    let legacy = legacy_secret(&key, &creds);
+    let mut key = key;
+    // the status as the previous release wrote it: no seal of the client id
+    key.status = Some(ApiKeyStatus {
+        client_id: Some(client_id.clone()),
+        secret_hash: Some(creds.hash.clone()),
+        ..ready_status(&key, &legacy, time(1_000))
+    });
+    key.status.as_mut().unwrap().client_id_seal = None;
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![legacy.clone()]);
+    let reconciling = start(&key, ctx);
+
+    // the plaintext is not cached: read it, check the key, re-hash and seal, same credentials
+    server.expect(Method::GET, SECRET).await.ok(&legacy);
+    server.expect_key_read("ns", "web", Some(&key)).await;
+    let apply = server.expect(Method::PATCH, APPLY_SECRET).await;
+    let written: Secret = apply.body_as();
+    assert_eq!(written.metadata.resource_version.as_deref(), Some("5"));
+    assert_eq!(data(&written, CLIENT_ID_KEY), client_id);
+    assert_eq!(
+        data(&written, CLIENT_SECRET_KEY),
+        creds.client_secret.expose(),
+        "no rotation"
+    );
+    assert_eq!(annotation(&written, HANDLED_ANNOTATION), "v1");
+    assert_eq!(annotation(&written, secret::REASON_ANNOTATION), "adopted");
+    let hash = annotation(&written, HASH_ANNOTATION);
+    assert_ne!(
+        hash, creds.hash,
+        "the operator computes the hash it publishes"
+    );
+    assert!(hashing::verify(creds.client_secret.expose(), &hash));
+    assert_eq!(
+        ManagedSecret::read(&written, record_key()).integrity,
+        Integrity::Sealed
+    );
+    apply.ok(&stored(written, "6"));
+
+    // no event: nothing happened that the key's users need to know
+    let (patch, status) = expect_status_apply(&mut server, &key).await;
+    assert_eq!(status["secretHash"], hash.as_str(), "{status}");
+    assert!(status["clientIdSeal"].is_string(), "{status}");
+    patch.status_applied(&key);
+    server.expect_no_more_calls().await;
+    finished(reconciling).await.expect("reconcile succeeds");
+    assert_eq!(reconciled(&metrics, "adopted"), 1);
+    assert_eq!(reconciled(&metrics, "regenerated"), 0);
+}
+
+#[tokio::test]
+async fn a_sealed_secret_that_lost_its_label_gets_it_back_and_nothing_else() {
+    let (key, _) = ready_key().await;
+    let creds = hashed_creds(&generate_client_id().unwrap(), None, time(1_000)).await;
+    let mut unlabelled = stored(
+        secret::build(&key, &creds, None, record_key()).unwrap(),
+        "8",
+    );
+    unlabelled
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .remove(MANAGED_BY_LABEL);
+    // not in the label-selected cache
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
+    let reconciling = start(&key, ctx);
+    server.expect(Method::GET, SECRET).await.ok(&unlabelled);
+    server.expect_key_read("ns", "web", Some(&key)).await;
+    let patch = server
+        .expect(
+            Method::PATCH,
+            "/api/v1/namespaces/ns/secrets/web?&fieldManager=apikey-operator",
+        )
+        .await;
+    assert_eq!(
+        patch.content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(
+        patch.body,
+        serde_json::json!({"metadata": {"resourceVersion": "8", "labels": {MANAGED_BY_LABEL: MANAGER}}}),
+        "only the label, under a precondition"
+    );
+    let mut relabelled = unlabelled.clone();
+    relabelled
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert(MANAGED_BY_LABEL.into(), MANAGER.into());
+    patch.ok(&stored(relabelled, "9"));
+    let event = server.expect_event("ns", "Normal", "Created").await;
+    assert!(
+        event["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("web.")
+    );
+    let (patch, status) = expect_status_apply(&mut server, &key).await;
+    assert_eq!(status["secretHash"], creds.hash.as_str(), "{status}");
+    patch.status_applied(&key);
+    server.expect_no_more_calls().await;
+    finished(reconciling).await.expect("reconcile succeeds");
+    assert_eq!(reconciled(&metrics, "relabelled"), 1);
+}
+
+#[tokio::test]
+async fn a_write_the_api_server_refuses_is_a_condition_not_a_loop() {
+    let (key, _) = ready_key().await;
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
+    let reconciling = start(&key, ctx);
+    server
+        .expect(Method::GET, SECRET)
+        .await
+        .not_found("secrets", "web");
+    server.expect_key_read("ns", "web", Some(&key)).await;
+    server.expect(Method::POST, CREATE_SECRET).await.fail(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        "Secret \"web\" is invalid: metadata.annotations: Too long",
+    );
+    let (patch, status) = expect_status_apply(&mut server, &key).await;
+    let ready = &status["conditions"][0];
+    assert_eq!(ready["status"], "False", "{status}");
+    assert_eq!(ready["reason"], "SecretRejected", "{status}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("Too long"),
+        "{status}"
+    );
+    patch.status_applied(&key);
+    server.expect_event("ns", "Warning", "SecretRejected").await;
+    server.expect_no_more_calls().await;
+    finished(reconciling).await.expect("no failure loop");
+    assert_eq!(reconciled(&metrics, "rejected"), 1);
+}
+
+#[tokio::test]
+async fn a_terminating_namespace_ends_the_reconcile_quietly() {
+    let (key, _) = ready_key().await;
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
+    let reconciling = start(&key, ctx);
+    server
+        .expect(Method::GET, SECRET)
+        .await
+        .not_found("secrets", "web");
+    server.expect_key_read("ns", "web", Some(&key)).await;
+    server.expect(Method::POST, CREATE_SECRET).await.fail(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "secrets \"web\" is forbidden: unable to create new content in namespace ns because it is being terminated",
+    );
+    server.expect_no_more_calls().await;
+    let action = finished(reconciling).await.expect("no failure");
+    assert_eq!(action, Action::await_change());
+    assert_eq!(reconciled(&metrics, "namespace_terminating"), 1);
 }

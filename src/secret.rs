@@ -1,9 +1,11 @@
 //! The Secret the operator writes for a key: its name, labels and bookkeeping annotations, how it
 //! is built, and how the operator reads back what it wrote.
 //!
-//! The Secret carries its own bookkeeping (hash, fingerprint, handled regeneration request, time of
-//! rotation) and is written in one request, so a crash between writing it and writing the ApiKey's
-//! status can neither lose nor repeat a rotation: the status is always derivable from the Secret.
+//! The Secret carries its own bookkeeping (hash, handled regeneration request, time and reason of
+//! rotation), sealed with the operator's record key ([`crate::record`]), and is written in one
+//! request, so a crash between writing it and writing the ApiKey's status can neither lose nor
+//! repeat a rotation: the status is always derivable from the Secret, and an edit by anyone else
+//! is told apart from the operator's own writes.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +14,14 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource as _, ResourceExt as _};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest as _, Sha256};
+
 use crate::crd::ApiKey;
 use crate::credentials::{self, ClientSecret};
 use crate::error::{Error, Result};
+use crate::record::{Record, RecordKey, SealCheck};
 
 /// Label on every Secret the operator manages; it watches Secrets by this label only.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -32,16 +39,68 @@ pub const CLIENT_SECRET_KEY: &str = "client_secret";
 
 /// Annotation: argon2id PHC string of the client secret (the value published in status).
 pub const HASH_ANNOTATION: &str = "apikey.dev/secret-hash";
-/// Annotation: fingerprint of the credentials, to notice hand edits without hashing.
-pub const FINGERPRINT_ANNOTATION: &str = "apikey.dev/fingerprint";
-/// Annotation: the regenerate annotation value this client secret answers.
+/// Annotation: the seal of the operator's record (see [`crate::record`]).
+pub const SEAL_ANNOTATION: &str = "apikey.dev/seal";
+/// Annotation of releases before seals: an unkeyed fingerprint of the credentials. Read only to
+/// adopt their records; never written.
+pub const LEGACY_FINGERPRINT_ANNOTATION: &str = "apikey.dev/fingerprint";
+/// Annotation: the regenerate annotation value this client secret answers, in the form of
+/// [`handled_form`].
 pub const HANDLED_ANNOTATION: &str = "apikey.dev/handled-regenerate";
 /// Annotation: when this client secret was generated (RFC 3339).
 pub const ROTATED_AT_ANNOTATION: &str = "apikey.dev/rotated-at";
+/// Annotation: why this client secret was written (`created`, `regenerated`,
+/// `repaired_deleted`, `repaired_altered`, or `adopted` for a record re-sealed without rotation).
+pub const REASON_ANNOTATION: &str = "apikey.dev/rotation-reason";
 
-/// What the operator reads back from a Secret carrying its label: whose it is, and what the
-/// decisions need of it. The plaintext client secret is checked on reading and not kept, so the
-/// cache of every managed Secret holds no credentials and a fraction of the Secrets' size.
+/// Longest regenerate value kept as it is in [`HANDLED_ANNOTATION`], in bytes.
+pub const HANDLED_VERBATIM_MAX: usize = 128;
+
+/// How a regenerate request is stored in the Secret: verbatim up to [`HANDLED_VERBATIM_MAX`]
+/// bytes (readable with kubectl), else `sha256:` and the base64url SHA-256 of the value, so that
+/// any value the ApiKey accepts fits into the Secret's annotations (256 KiB in all, which a value
+/// as large as the ApiKey's own limit would exceed).
+pub fn handled_form(request: &str) -> String {
+    if request.len() <= HANDLED_VERBATIM_MAX {
+        request.to_owned()
+    } else {
+        format!(
+            "sha256:{}",
+            URL_SAFE_NO_PAD.encode(Sha256::digest(request.as_bytes()))
+        )
+    }
+}
+
+/// Whether a stored handled value (from [`HANDLED_ANNOTATION`]) answers regenerate `request`:
+/// in [`handled_form`], or verbatim as releases before it stored values of any length (so that an
+/// upgrade never takes a long handled value for a new request).
+pub fn answers(stored: Option<&str>, request: &str) -> bool {
+    stored.is_some_and(|s| s == request || s == handled_form(request))
+}
+
+/// Longest ApiKey name that also fits the value of [`APIKEY_LABEL`] (a label value is at most 63
+/// characters); longer names, valid for ApiKeys and Secrets, leave the label out.
+const LABEL_VALUE_MAX: usize = 63;
+
+/// Whether the record in a managed Secret is the operator's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Integrity {
+    /// Sealed with the operator's key, and the seal verifies the credentials and every field of
+    /// the record: the operator wrote exactly this.
+    Sealed,
+    /// Well-formed credentials whose record the operator cannot judge: written by a release
+    /// before seals (its unkeyed fingerprint matches), or sealed with a key the operator no
+    /// longer has. Re-sealed without rotation when the ApiKey was never sealed with the current
+    /// key; an edit otherwise.
+    Unsealed,
+    /// Edited by someone else: credentials missing or malformed, a seal made with the current key
+    /// that does not verify, or an old-style fingerprint that does not match.
+    Altered,
+}
+
+/// What the operator reads back from a Secret: whose it is, and what the decisions need of it.
+/// The plaintext client secret is checked on reading and not kept, so the cache of every managed
+/// Secret holds no credentials and a fraction of the Secrets' size.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ManagedSecret {
     /// Secret name.
@@ -54,18 +113,25 @@ pub struct ManagedSecret {
     pub client_id: Option<String>,
     /// [`HASH_ANNOTATION`].
     pub hash: Option<String>,
-    /// [`HANDLED_ANNOTATION`]; `None` when no request was ever handled.
+    /// [`HANDLED_ANNOTATION`] (in [`handled_form`]); `None` when no request was ever handled.
     pub handled_request: Option<String>,
     /// [`ROTATED_AT_ANNOTATION`].
     pub rotated_at: Option<Time>,
-    /// Whether the credentials are as the operator wrote them: both present, well-formed, matching
-    /// the fingerprint written beside them, and with an argon2id hash to publish.
-    pub intact: bool,
+    /// [`REASON_ANNOTATION`].
+    pub reason: Option<String>,
+    /// A short id of this very write of the credentials (from its seal), to name the one event
+    /// that reports it; `None` unless sealed.
+    pub rotation_id: Option<String>,
+    /// Whether the record is the operator's own.
+    pub integrity: Integrity,
+    /// Whether it carries the operator's managed-by label (without it, the operator's watch does
+    /// not see it).
+    pub labelled: bool,
 }
 
 impl ManagedSecret {
-    /// Reads the operator's view of `secret`.
-    pub fn read(secret: &Secret) -> Self {
+    /// Reads the operator's view of `secret`, checking its record with `record_key`.
+    pub fn read(secret: &Secret, record_key: &RecordKey) -> Self {
         let data = |k: &str| {
             secret
                 .data
@@ -76,32 +142,80 @@ impl ManagedSecret {
         let annotation = |k: &str| secret.annotations().get(k).cloned();
         let client_id = data(CLIENT_ID_KEY);
         let hash = annotation(HASH_ANNOTATION);
-        let intact = match (client_id, data(CLIENT_SECRET_KEY)) {
+        let handled = annotation(HANDLED_ANNOTATION).unwrap_or_default();
+        let rotated_at = annotation(ROTATED_AT_ANNOTATION).unwrap_or_default();
+        let reason = annotation(REASON_ANNOTATION);
+        let seal = annotation(SEAL_ANNOTATION);
+        let controller_uid = secret
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone());
+        let namespace = secret.namespace().unwrap_or_default();
+        let name = secret.name_any();
+        let integrity = match (client_id, data(CLIENT_SECRET_KEY)) {
             (Some(id), Some(plaintext)) => {
                 let plaintext = ClientSecret::new(plaintext.to_owned());
-                credentials::is_well_formed_client_id(id)
-                    && plaintext.is_well_formed()
-                    && annotation(FINGERPRINT_ANNOTATION)
-                        .is_some_and(|fp| fp == credentials::fingerprint(id, &plaintext))
-                    && hash.as_deref().is_some_and(|h| h.starts_with("$argon2id$"))
+                if !credentials::is_well_formed_client_id(id) || !plaintext.is_well_formed() {
+                    Integrity::Altered
+                } else {
+                    let record = Record {
+                        namespace: &namespace,
+                        secret_name: &name,
+                        owner_uid: controller_uid.as_deref().unwrap_or_default(),
+                        client_id: id,
+                        client_secret: &plaintext,
+                        hash: hash.as_deref().unwrap_or_default(),
+                        handled: &handled,
+                        rotated_at: &rotated_at,
+                        reason: reason.as_deref().unwrap_or_default(),
+                    };
+                    match record_key.check(&record, seal.as_deref()) {
+                        SealCheck::Valid => Integrity::Sealed,
+                        SealCheck::Invalid => Integrity::Altered,
+                        // a seal by another key: nothing to check it with
+                        SealCheck::Unknown if seal.is_some() => Integrity::Unsealed,
+                        // no seal: a record of a release before seals, if its fingerprint holds
+                        SealCheck::Unknown => {
+                            let legacy = annotation(LEGACY_FINGERPRINT_ANNOTATION);
+                            if legacy
+                                .is_some_and(|fp| fp == credentials::fingerprint(id, &plaintext))
+                            {
+                                Integrity::Unsealed
+                            } else {
+                                Integrity::Altered
+                            }
+                        }
+                    }
+                }
             }
-            _ => false,
+            _ => Integrity::Altered,
         };
+        // 16 hex digits of the seal's digest: fit for an object name, unique per write
+        let rotation_id = seal
+            .as_deref()
+            .filter(|_| integrity == Integrity::Sealed)
+            .map(|seal| {
+                Sha256::digest(seal.as_bytes())[..8]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect()
+            });
         Self {
-            name: secret.name_any(),
+            name,
             resource_version: secret.resource_version(),
-            controller_uid: secret
-                .owner_references()
-                .iter()
-                .find(|o| o.controller == Some(true))
-                .map(|o| o.uid.clone()),
+            controller_uid,
             client_id: client_id.map(str::to_owned),
             hash,
-            handled_request: annotation(HANDLED_ANNOTATION).filter(|v| !v.is_empty()),
-            rotated_at: annotation(ROTATED_AT_ANNOTATION)
+            handled_request: Some(handled).filter(|v| !v.is_empty()),
+            rotated_at: Some(rotated_at)
+                .filter(|t| !t.is_empty())
                 .and_then(|t| t.parse().ok())
                 .map(Time),
-            intact,
+            reason,
+            rotation_id,
+            integrity,
+            labelled: secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER),
         }
     }
 
@@ -112,7 +226,19 @@ impl ManagedSecret {
     }
 }
 
-/// New credentials and their bookkeeping, ready to be written.
+/// The client secret in plaintext of a Secret read from the API server, if well-formed: what a
+/// record re-sealed without rotation keeps.
+pub fn client_secret_of(secret: &Secret) -> Option<ClientSecret> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(CLIENT_SECRET_KEY))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .map(ClientSecret::new)
+        .filter(ClientSecret::is_well_formed)
+}
+
+/// Credentials and their bookkeeping, ready to be written.
 #[derive(Clone, Debug)]
 pub struct Credentials {
     /// The client id.
@@ -121,40 +247,53 @@ pub struct Credentials {
     pub client_secret: ClientSecret,
     /// argon2id PHC string of the client secret.
     pub hash: String,
-    /// The regenerate request this secret answers.
+    /// The regenerate request this secret answers, in [`handled_form`].
     pub handled_request: Option<String>,
     /// When it was generated.
     pub rotated_at: Time,
+    /// Why it is written ([`REASON_ANNOTATION`]).
+    pub reason: &'static str,
 }
 
-/// The Secret holding `creds` for `key`, controlled by `key`. `resource_version` is the write's
-/// precondition when replacing an existing Secret.
+/// The Secret holding `creds` for `key`, controlled by `key`, its record sealed with
+/// `record_key`. `resource_version` is the write's precondition when replacing an existing Secret.
 pub fn build(
     key: &ApiKey,
     creds: &Credentials,
     resource_version: Option<String>,
+    record_key: &RecordKey,
 ) -> Result<Secret> {
     let owner = key
         .controller_owner_ref(&())
         .ok_or(Error::MissingField("metadata.uid"))?;
-    let labels = BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
-        (APIKEY_LABEL.to_string(), key.name_any()),
-    ]);
+    let namespace = key
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = key.secret_name();
+    let mut labels = BTreeMap::from([(MANAGED_BY_LABEL.to_string(), MANAGER.to_string())]);
+    let key_name = key.name_any();
+    if key_name.len() <= LABEL_VALUE_MAX {
+        labels.insert(APIKEY_LABEL.to_string(), key_name);
+    }
+    let handled = creds.handled_request.clone().unwrap_or_default();
+    let rotated_at = creds.rotated_at.0.to_string();
+    let seal = record_key.seal(&Record {
+        namespace: &namespace,
+        secret_name: &name,
+        owner_uid: &owner.uid,
+        client_id: &creds.client_id,
+        client_secret: &creds.client_secret,
+        hash: &creds.hash,
+        handled: &handled,
+        rotated_at: &rotated_at,
+        reason: creds.reason,
+    });
     let annotations = BTreeMap::from([
         (HASH_ANNOTATION.to_string(), creds.hash.clone()),
-        (
-            FINGERPRINT_ANNOTATION.to_string(),
-            credentials::fingerprint(&creds.client_id, &creds.client_secret),
-        ),
-        (
-            HANDLED_ANNOTATION.to_string(),
-            creds.handled_request.clone().unwrap_or_default(),
-        ),
-        (
-            ROTATED_AT_ANNOTATION.to_string(),
-            creds.rotated_at.0.to_string(),
-        ),
+        (SEAL_ANNOTATION.to_string(), seal),
+        (HANDLED_ANNOTATION.to_string(), handled),
+        (ROTATED_AT_ANNOTATION.to_string(), rotated_at),
+        (REASON_ANNOTATION.to_string(), creds.reason.to_string()),
     ]);
     let data = BTreeMap::from([
         (
@@ -168,8 +307,8 @@ pub fn build(
     ]);
     Ok(Secret {
         metadata: ObjectMeta {
-            name: Some(key.secret_name()),
-            namespace: key.namespace(),
+            name: Some(name),
+            namespace: Some(namespace),
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![owner]),
@@ -185,82 +324,233 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{creds, key};
+    use crate::test_support::{creds, key, record_key};
+
+    fn sealed(k: &ApiKey, c: &Credentials) -> Secret {
+        build(k, c, Some("42".into()), record_key()).unwrap()
+    }
+
+    fn read(s: &Secret) -> ManagedSecret {
+        ManagedSecret::read(s, record_key())
+    }
 
     #[test]
-    fn built_secret_has_contract_labels_owner_and_data() {
+    fn built_secret_has_contract_labels_owner_data_and_a_sealed_record() {
         let k = key("web", "alice", 1);
         let c = creds(Some("r1"));
-        let s = build(&k, &c, Some("42".into())).unwrap();
+        let s = sealed(&k, &c);
         assert_eq!(s.metadata.name.as_deref(), Some("web"));
         assert_eq!(s.metadata.namespace.as_deref(), Some("ns"));
         assert_eq!(
             s.labels().get(MANAGED_BY_LABEL).map(String::as_str),
             Some(MANAGER)
         );
+        assert_eq!(
+            s.labels().get(APIKEY_LABEL).map(String::as_str),
+            Some("web")
+        );
         assert_eq!(s.metadata.resource_version.as_deref(), Some("42"));
         let owners = s.owner_references();
         assert_eq!(owners.len(), 1);
         assert_eq!(owners[0].kind, "ApiKey");
         assert_eq!(owners[0].controller, Some(true));
-        let read = ManagedSecret::read(&s);
+        let read = read(&s);
         assert!(read.is_controlled_by(&k));
         assert_eq!(read.client_id.as_deref(), Some(c.client_id.as_str()));
         assert_eq!(read.hash.as_deref(), Some(c.hash.as_str()));
         assert_eq!(read.handled_request.as_deref(), Some("r1"));
         assert_eq!(read.rotated_at, Some(c.rotated_at.clone()));
-        assert!(read.intact);
+        assert_eq!(read.reason.as_deref(), Some("created"));
+        assert_eq!(read.integrity, Integrity::Sealed);
+        assert!(read.labelled && read.rotation_id.is_some());
     }
 
     #[test]
-    fn secret_name_defaults_to_the_apikey_name() {
+    fn secret_name_defaults_to_the_apikey_name_and_long_names_drop_the_label() {
         let mut k = key("web", "alice", 1);
         assert_eq!(k.secret_name(), "web");
         k.spec.secret_name = Some("other".into());
-        let s = build(&k, &creds(None), None).unwrap();
+        let s = build(&k, &creds(None), None, record_key()).unwrap();
         assert_eq!(s.metadata.name.as_deref(), Some("other"));
-        assert_eq!(ManagedSecret::read(&s).handled_request, None);
+        assert_eq!(read(&s).handled_request, None);
+        let long = "k".repeat(200);
+        let s = build(&key(&long, "alice", 1), &creds(None), None, record_key()).unwrap();
+        assert_eq!(s.metadata.name.as_deref(), Some(long.as_str()));
+        assert_eq!(
+            s.labels().get(APIKEY_LABEL),
+            None,
+            "a label value is at most 63 characters"
+        );
+        assert_eq!(read(&s).integrity, Integrity::Sealed);
     }
 
     #[test]
     fn annotations_never_hold_the_plaintext() {
         let c = creds(None);
-        let s = build(&key("web", "alice", 1), &c, None).unwrap();
+        let s = sealed(&key("web", "alice", 1), &c);
         for v in s.annotations().values() {
             assert!(!v.contains(c.client_secret.expose()));
         }
     }
 
     #[test]
-    fn a_secret_owned_by_another_uid_is_not_ours() {
+    fn a_secret_owned_by_another_uid_is_not_ours_and_its_seal_does_not_move() {
         let k = key("web", "alice", 1);
         let mut other = key("web", "alice", 1);
         other.metadata.uid = Some("someone-else".into());
-        let s = build(&other, &creds(None), None).unwrap();
-        assert!(!ManagedSecret::read(&s).is_controlled_by(&k));
-        assert!(!ManagedSecret::read(&Secret::default()).is_controlled_by(&k));
+        let mut s = sealed(&other, &creds(None));
+        assert!(!read(&s).is_controlled_by(&k));
+        assert!(!ManagedSecret::read(&Secret::default(), record_key()).is_controlled_by(&k));
+        // pointing another key's sealed Secret at this key breaks the seal
+        s.metadata.owner_references = k.controller_owner_ref(&()).map(|o| vec![o]);
+        let moved = read(&s);
+        assert!(moved.is_controlled_by(&k));
+        assert_eq!(moved.integrity, Integrity::Altered);
+    }
+
+    fn edited(f: impl FnOnce(&mut Secret)) -> Integrity {
+        let mut s = sealed(&key("web", "alice", 1), &creds(Some("r1")));
+        f(&mut s);
+        read(&s).integrity
+    }
+
+    fn set_annotation(s: &mut Secret, k: &str, v: &str) {
+        s.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(k.into(), v.into());
     }
 
     #[test]
-    fn hand_edits_break_intactness() {
-        let k = key("web", "alice", 1);
-        let mut s = build(&k, &creds(None), None).unwrap();
-        let data = s.data.as_mut().unwrap();
-        let other = crate::credentials::generate_client_secret().unwrap();
-        data.insert(
-            CLIENT_SECRET_KEY.into(),
-            ByteString(other.expose().as_bytes().to_vec()),
+    fn any_edit_of_credentials_or_record_is_an_alteration() {
+        assert_eq!(edited(|_| {}), Integrity::Sealed);
+        let other_secret = crate::credentials::generate_client_secret().unwrap();
+        assert_eq!(
+            edited(|s| {
+                s.data.as_mut().unwrap().insert(
+                    CLIENT_SECRET_KEY.into(),
+                    ByteString(other_secret.expose().as_bytes().to_vec()),
+                );
+            }),
+            Integrity::Altered
         );
-        assert!(!ManagedSecret::read(&s).intact);
+        let other_id = crate::credentials::generate_client_id().unwrap();
+        assert_eq!(
+            edited(|s| {
+                s.data
+                    .as_mut()
+                    .unwrap()
+                    .insert(CLIENT_ID_KEY.into(), ByteString(other_id.into_bytes()));
+            }),
+            Integrity::Altered
+        );
+        assert_eq!(
+            edited(|s| {
+                s.data.as_mut().unwrap().remove(CLIENT_ID_KEY);
+            }),
+            Integrity::Altered
+        );
+        for (annotation, value) in [
+            (
+                HASH_ANNOTATION,
+                "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdA$aGFzaA",
+            ),
+            (ROTATED_AT_ANNOTATION, "1999-01-01T00:00:00Z"),
+            (HANDLED_ANNOTATION, "not-yet-asked"),
+            (REASON_ANNOTATION, "regenerated"),
+        ] {
+            assert_eq!(
+                edited(|s| set_annotation(s, annotation, value)),
+                Integrity::Altered,
+                "{annotation}"
+            );
+        }
+        assert_eq!(
+            edited(|s| {
+                s.metadata
+                    .annotations
+                    .as_mut()
+                    .unwrap()
+                    .remove(HANDLED_ANNOTATION);
+            }),
+            Integrity::Altered,
+            "a removed annotation"
+        );
+    }
 
-        let mut s = build(&k, &creds(None), None).unwrap();
-        let other = crate::credentials::generate_client_id().unwrap();
-        s.data
+    #[test]
+    fn records_the_key_cannot_judge_are_unsealed_not_altered() {
+        // sealed with a key the operator no longer has
+        let lost = crate::record::RecordKey::generate().unwrap();
+        let k = key("web", "alice", 1);
+        let c = creds(Some("r1"));
+        let s = build(&k, &c, None, &lost).unwrap();
+        let read = read(&s);
+        assert_eq!(read.integrity, Integrity::Unsealed);
+        assert_eq!(read.rotation_id, None);
+        // written by a release before seals: its fingerprint holds, or the record was edited
+        let mut legacy = sealed(&k, &c);
+        let annotations = legacy.metadata.annotations.as_mut().unwrap();
+        annotations.remove(SEAL_ANNOTATION);
+        annotations.remove(REASON_ANNOTATION);
+        annotations.insert(
+            LEGACY_FINGERPRINT_ANNOTATION.into(),
+            credentials::fingerprint(&c.client_id, &c.client_secret),
+        );
+        assert_eq!(
+            ManagedSecret::read(&legacy, record_key()).integrity,
+            Integrity::Unsealed
+        );
+        set_annotation(&mut legacy, LEGACY_FINGERPRINT_ANNOTATION, "sha256:forged");
+        assert_eq!(
+            ManagedSecret::read(&legacy, record_key()).integrity,
+            Integrity::Altered
+        );
+        legacy
+            .metadata
+            .annotations
             .as_mut()
             .unwrap()
-            .insert(CLIENT_ID_KEY.into(), ByteString(other.as_bytes().to_vec()));
-        assert!(!ManagedSecret::read(&s).intact, "a changed client id");
-        s.data.as_mut().unwrap().remove(CLIENT_ID_KEY);
-        assert!(!ManagedSecret::read(&s).intact, "a removed value");
+            .remove(LEGACY_FINGERPRINT_ANNOTATION);
+        assert_eq!(
+            ManagedSecret::read(&legacy, record_key()).integrity,
+            Integrity::Altered,
+            "neither seal nor fingerprint"
+        );
+    }
+
+    #[test]
+    fn a_removed_or_changed_label_is_noticed() {
+        let mut s = sealed(&key("web", "alice", 1), &creds(None));
+        s.metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(MANAGED_BY_LABEL.into(), "someone".into());
+        let read = read(&s);
+        assert!(!read.labelled);
+        assert_eq!(
+            read.integrity,
+            Integrity::Sealed,
+            "labels are not part of the record"
+        );
+    }
+
+    #[test]
+    fn long_regenerate_values_are_stored_as_a_digest() {
+        assert_eq!(handled_form("r1"), "r1");
+        let long = "x".repeat(262_000);
+        let stored = handled_form(&long);
+        assert!(
+            stored.starts_with("sha256:") && stored.len() < 64,
+            "{stored}"
+        );
+        assert_eq!(stored, handled_form(&long));
+        assert_ne!(stored, handled_form(&"y".repeat(262_000)));
+        assert_eq!(
+            handled_form(&"z".repeat(HANDLED_VERBATIM_MAX)).len(),
+            HANDLED_VERBATIM_MAX
+        );
     }
 }

@@ -15,6 +15,7 @@ use kube::runtime::watcher;
 use tokio::sync::watch;
 
 use crate::mirror::{Index, Mirror};
+use crate::record::RecordKey;
 use crate::secret::ManagedSecret;
 
 /// The managed Secrets of a watched scope, by namespace and name.
@@ -22,6 +23,7 @@ use crate::secret::ManagedSecret;
 pub struct SecretCache {
     state: Arc<RwLock<Mirror<ByName>>>,
     synced: Arc<watch::Sender<bool>>,
+    record_key: RecordKey,
 }
 
 /// (namespace, name) of a Secret.
@@ -30,40 +32,56 @@ type SecretRef = (String, String);
 #[derive(Default)]
 struct ByName(HashMap<SecretRef, ManagedSecret>);
 
-fn secret_ref(secret: &Secret) -> Option<SecretRef> {
-    Some((secret.namespace()?, secret.metadata.name.clone()?))
-}
+/// A Secret as the cache keeps it: where it is, and what the operator read of it.
+type Entry = (SecretRef, ManagedSecret);
 
 impl Index for ByName {
-    type Object = Secret;
+    type Object = Entry;
 
-    fn insert(&mut self, secret: &Secret) {
-        if let Some(at) = secret_ref(secret) {
-            self.0.insert(at, ManagedSecret::read(secret));
-        }
+    fn insert(&mut self, (at, secret): &Entry) {
+        self.0.insert(at.clone(), secret.clone());
     }
 
-    fn remove(&mut self, secret: &Secret) {
-        if let Some(at) = secret_ref(secret) {
-            self.0.remove(&at);
-        }
-    }
-}
-
-impl Default for SecretCache {
-    fn default() -> Self {
-        Self {
-            state: Arc::default(),
-            synced: Arc::new(watch::channel(false).0),
-        }
+    fn remove(&mut self, (at, _): &Entry) {
+        self.0.remove(at);
     }
 }
 
 impl SecretCache {
+    /// An empty cache whose Secrets' records are checked with `record_key`.
+    pub fn new(record_key: RecordKey) -> Self {
+        Self {
+            state: Arc::default(),
+            synced: Arc::new(watch::channel(false).0),
+            record_key,
+        }
+    }
+
+    fn entry(&self, secret: &Secret) -> Option<Entry> {
+        let at = (secret.namespace()?, secret.metadata.name.clone()?);
+        Some((at, ManagedSecret::read(secret, &self.record_key)))
+    }
+
     /// Follows one watch event of the managed Secrets.
     pub fn apply(&self, event: &watcher::Event<Secret>) {
+        let event = match event {
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitDone => watcher::Event::InitDone,
+            watcher::Event::InitApply(s) => match self.entry(s) {
+                Some(e) => watcher::Event::InitApply(e),
+                None => return,
+            },
+            watcher::Event::Apply(s) => match self.entry(s) {
+                Some(e) => watcher::Event::Apply(e),
+                None => return,
+            },
+            watcher::Event::Delete(s) => match self.entry(s) {
+                Some(e) => watcher::Event::Delete(e),
+                None => return,
+            },
+        };
         if let Ok(mut state) = self.state.write() {
-            state.apply(event);
+            state.apply(&event);
             if state.is_synced() {
                 self.synced
                     .send_if_modified(|synced| !std::mem::replace(synced, true));
@@ -81,6 +99,11 @@ impl SecretCache {
             .cloned()
     }
 
+    /// The key the cached records are checked with.
+    pub fn record_key(&self) -> &RecordKey {
+        &self.record_key
+    }
+
     /// Resolves once the first list of Secrets is in.
     pub async fn synced(&self) {
         let mut synced = self.synced.subscribe();
@@ -93,19 +116,21 @@ impl SecretCache {
 mod tests {
     use super::*;
     use crate::secret::build;
-    use crate::test_support::{creds, key};
+    use crate::test_support::{creds, key, record_key};
 
     #[test]
     fn keeps_what_the_decisions_read_and_no_plaintext() {
-        let cache = SecretCache::default();
+        let cache = SecretCache::new(record_key().clone());
         let k = key("web", "alice", 1);
         let c = creds(None);
-        let secret = build(&k, &c, Some("7".into())).unwrap();
+        let secret = build(&k, &c, Some("7".into()), record_key()).unwrap();
         cache.apply(&watcher::Event::Apply(secret.clone()));
 
         let cached = cache.get("ns", "web").expect("cached");
-        assert_eq!(cached, ManagedSecret::read(&secret));
-        assert!(cached.intact && cached.is_controlled_by(&k));
+        assert_eq!(cached, ManagedSecret::read(&secret, record_key()));
+        assert!(
+            cached.integrity == crate::secret::Integrity::Sealed && cached.is_controlled_by(&k)
+        );
         assert!(!format!("{cached:?}").contains(c.client_secret.expose()));
         assert_eq!(cache.get("other", "web"), None);
 
@@ -115,7 +140,7 @@ mod tests {
 
     #[tokio::test]
     async fn is_synced_once_the_first_list_is_in() {
-        let cache = SecretCache::default();
+        let cache = SecretCache::new(record_key().clone());
         let wait = |ms| tokio::time::timeout(std::time::Duration::from_millis(ms), cache.synced());
         cache.apply(&watcher::Event::Init);
         assert!(wait(50).await.is_err(), "not synced before the list is in");

@@ -13,6 +13,7 @@ use kube::runtime::watcher;
 
 use crate::crd::ApiKey;
 use crate::mirror::{Index, Mirror};
+use crate::user;
 
 /// (namespace, user) of an ApiKey.
 type UserRef = (String, String);
@@ -29,7 +30,10 @@ pub struct Siblings {
 struct Users(HashMap<UserRef, Vec<String>>);
 
 fn user_of(key: &ApiKey) -> Option<UserRef> {
-    Some((key.namespace()?, key.spec.user.clone()))
+    Some((
+        key.namespace()?,
+        user::canonical(&key.spec.user).into_owned(),
+    ))
 }
 
 impl Index for Users {
@@ -89,8 +93,10 @@ impl Siblings {
         }
     }
 
-    /// The names of the ApiKeys of `user` in `namespace` (including the asking key itself).
+    /// The names of the ApiKeys of `user` in `namespace` (including the asking key itself), users
+    /// compared by [`user::canonical`].
     pub fn of(&self, namespace: &str, user: &str) -> Vec<String> {
+        let user = user::canonical(user);
         self.state
             .read()
             .ok()
@@ -98,7 +104,7 @@ impl Siblings {
                 state
                     .live()
                     .0
-                    .get(&(namespace.to_owned(), user.to_owned()))
+                    .get(&(namespace.to_owned(), user.into_owned()))
                     .cloned()
             })
             .unwrap_or_default()
@@ -144,6 +150,18 @@ mod tests {
         assert_eq!(index.of("ns", "alice"), ["b", "d"]);
         assert_eq!(index.of("ns", "bob"), ["c"]);
         assert!(index.of("other", "alice").is_empty());
+    }
+
+    #[test]
+    fn users_are_indexed_in_their_canonical_form() {
+        let index = Siblings::default();
+        index.apply(&watcher::Event::Apply(key("a", "jos\u{e9}", 1)));
+        assert_eq!(
+            names(index.apply(&watcher::Event::Apply(key("b", "jose\u{301}", 2)))),
+            ["a"]
+        );
+        assert_eq!(index.of("ns", "jose\u{301}"), ["a", "b"]);
+        assert!(index.of("ns", "JOS\u{c9}").is_empty(), "case matters");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{ApiKey, ApiKeyStatus, READY_CONDITION};
+use crate::record::RecordKey;
 use crate::secret::ManagedSecret;
 
 /// Ready=True reason.
@@ -11,6 +12,9 @@ pub const REASON_READY: &str = "KeyReady";
 pub const REASON_DUPLICATE_USER: &str = "DuplicateUser";
 /// Ready=False reason: a Secret of the target name exists and is not controlled by this ApiKey.
 pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
+/// Ready=False reason: the API server refused to write the Secret, for a reason that will not go
+/// away by itself (its message says which).
+pub const REASON_SECRET_REJECTED: &str = "SecretRejected";
 
 /// The outcome the status must show.
 #[derive(Clone, Debug)]
@@ -21,12 +25,20 @@ pub enum Outcome<'a> {
     Duplicate(&'a str),
     /// The Secret name is taken by a Secret that is not ours.
     Conflict,
+    /// The API server refused to write the Secret, with this message.
+    Rejected(&'a str),
 }
 
 /// The status `key` should have for `outcome`. The `Ready` condition keeps its
 /// `lastTransitionTime` while its status, reason and message are unchanged, so a reconcile that
-/// changes nothing produces exactly the current status and writes nothing.
-pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus {
+/// changes nothing produces exactly the current status and writes nothing. The client id is
+/// published with its seal by `record_key` (see [`crate::record`]).
+pub fn desired(
+    key: &ApiKey,
+    outcome: &Outcome<'_>,
+    now: &Time,
+    record_key: &RecordKey,
+) -> ApiKeyStatus {
     let current = key.status.clone().unwrap_or_default();
     let secret_name = key.secret_name();
     let generation = key.metadata.generation;
@@ -38,6 +50,15 @@ pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus 
             m.client_id.clone(),
             m.hash.clone(),
             m.rotated_at.clone(),
+        ),
+        // The Secret keeps what it had: so does the status, but the key is not Ready.
+        Outcome::Rejected(why) => (
+            false,
+            REASON_SECRET_REJECTED,
+            format!("the API server refused to write Secret {secret_name}: {why}"),
+            current.client_id.clone(),
+            current.secret_hash.clone(),
+            current.last_rotated_at.clone(),
         ),
         Outcome::Duplicate(active) => (
             false,
@@ -63,6 +84,12 @@ pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus 
             None,
         ),
     };
+    let client_id_seal = match (outcome, &client_id, key.metadata.uid.as_deref()) {
+        (Outcome::Ready(_), Some(id), Some(uid)) => Some(record_key.seal_client_id(uid, id)),
+        (Outcome::Ready(_), _, _) | (Outcome::Duplicate(_), _, _) => None,
+        // not re-sealed: the operator did not read the client id from a sealed record
+        (Outcome::Conflict | Outcome::Rejected(_), _, _) => current.client_id_seal.clone(),
+    };
     let status = if ready { "True" } else { "False" };
     let previous = current
         .conditions
@@ -74,6 +101,7 @@ pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus 
         .unwrap_or_else(|| now.clone());
     ApiKeyStatus {
         client_id,
+        client_id_seal,
         secret_name: Some(secret_name),
         secret_hash: hash,
         last_rotated_at: rotated,
@@ -92,18 +120,23 @@ pub fn desired(key: &ApiKey, outcome: &Outcome<'_>, now: &Time) -> ApiKeyStatus 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{creds, key, managed, time};
+    use crate::test_support::{creds, key, managed, record_key, time};
 
     #[test]
     fn ready_status_mirrors_the_secret_and_has_no_plaintext() {
         let k = key("web", "alice", 1);
         let m = managed(&k, None);
-        let s = desired(&k, &Outcome::Ready(&m), &time(100));
+        let s = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
         assert_eq!(s.client_id, m.client_id);
         assert_eq!(s.secret_hash, m.hash);
         assert_eq!(s.secret_name.as_deref(), Some("web"));
         assert_eq!(s.last_rotated_at, m.rotated_at);
         assert_eq!(s.observed_generation, Some(1));
+        let seal = s.client_id_seal.as_deref();
+        assert_eq!(
+            record_key().check_client_id("uid-web", m.client_id.as_deref().unwrap(), seal),
+            crate::record::SealCheck::Valid
+        );
         let c = &s.conditions[0];
         assert_eq!(
             (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
@@ -111,8 +144,11 @@ mod tests {
         );
         // neither the status nor what the operator keeps of its Secret holds the plaintext
         let c = creds(None);
-        let m = ManagedSecret::read(&crate::secret::build(&k, &c, None).unwrap());
-        let s = desired(&k, &Outcome::Ready(&m), &time(100));
+        let m = ManagedSecret::read(
+            &crate::secret::build(&k, &c, None, record_key()).unwrap(),
+            record_key(),
+        );
+        let s = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains(c.client_secret.expose()));
         assert!(!format!("{m:?}").contains(c.client_secret.expose()));
@@ -122,9 +158,9 @@ mod tests {
     fn unchanged_outcome_gives_identical_status() {
         let mut k = key("web", "alice", 1);
         let m = managed(&k, None);
-        let first = desired(&k, &Outcome::Ready(&m), &time(100));
+        let first = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
         k.status = Some(first.clone());
-        let again = desired(&k, &Outcome::Ready(&m), &time(500));
+        let again = desired(&k, &Outcome::Ready(&m), &time(500), record_key());
         assert_eq!(
             first, again,
             "same outcome later must not change the status"
@@ -135,8 +171,8 @@ mod tests {
     fn transition_moves_last_transition_time() {
         let mut k = key("web", "alice", 1);
         let m = managed(&k, None);
-        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100)));
-        let conflict = desired(&k, &Outcome::Conflict, &time(200));
+        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100), record_key()));
+        let conflict = desired(&k, &Outcome::Conflict, &time(200), record_key());
         let c = &conflict.conditions[0];
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -148,12 +184,29 @@ mod tests {
             "a conflicted key publishes no hash"
         );
         assert_eq!(conflict.client_id, m.client_id, "but keeps its client id");
+        assert_eq!(
+            conflict.client_id_seal,
+            k.status.as_ref().unwrap().client_id_seal
+        );
+
+        let rejected = desired(
+            &k,
+            &Outcome::Rejected("too large"),
+            &time(300),
+            record_key(),
+        );
+        let c = &rejected.conditions[0];
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SecretRejected")
+        );
+        assert!(c.message.contains("too large"), "{}", c.message);
     }
 
     #[test]
     fn duplicate_names_the_active_key() {
         let k = key("b", "alice", 1);
-        let s = desired(&k, &Outcome::Duplicate("a"), &time(1));
+        let s = desired(&k, &Outcome::Duplicate("a"), &time(1), record_key());
         let c = &s.conditions[0];
         assert_eq!(c.reason, "DuplicateUser");
         assert!(c.message.contains("ApiKey a"), "{}", c.message);

@@ -5,7 +5,14 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{ApiKey, ApiKeySpec};
 use crate::credentials::{generate_client_id, generate_client_secret};
+use crate::record::RecordKey;
 use crate::secret::{self, Credentials, ManagedSecret};
+
+/// One record key for all unit tests.
+pub fn record_key() -> &'static RecordKey {
+    static KEY: std::sync::OnceLock<RecordKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| RecordKey::generate().unwrap())
+}
 
 /// A PHC-shaped argon2id string; unit tests do not need a real hash.
 pub const FAKE_HASH: &str = "$argon2id$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g";
@@ -39,10 +46,14 @@ pub fn creds(handled: Option<&str>) -> Credentials {
         hash: FAKE_HASH.into(),
         handled_request: handled.map(Into::into),
         rotated_at: time(1_000),
+        reason: "created",
     }
 }
 
-/// An intact Secret of `key`, read back, answering `handled`.
+/// A sealed Secret of `key`, read back, answering `handled`.
 pub fn managed(key: &ApiKey, handled: Option<&str>) -> ManagedSecret {
-    ManagedSecret::read(&secret::build(key, &creds(handled), Some("1".into())).unwrap())
+    ManagedSecret::read(
+        &secret::build(key, &creds(handled), Some("1".into()), record_key()).unwrap(),
+        record_key(),
+    )
 }

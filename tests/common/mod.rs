@@ -307,6 +307,9 @@ impl Operator {
                 "run",
                 "--namespace",
                 &self.namespace,
+                // the record key of each test's operator lives in the test's own namespace
+                "--record-key-namespace",
+                &self.namespace,
                 "--log-format",
                 "json",
             ])

@@ -12,6 +12,7 @@ use apikey_operator::crd::{ApiKey, ApiKeyStatus};
 use apikey_operator::credentials::{self, ClientSecret};
 use apikey_operator::events::{EventType, Events};
 use apikey_operator::hashing::{HashParams, Hasher};
+use apikey_operator::record::RecordKey;
 use apikey_operator::secret::{self, Credentials, ManagedSecret};
 use apikey_operator::status::{self, Outcome};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
@@ -68,6 +69,8 @@ struct Work<'a> {
     hasher: Option<&'a Hasher>,
     /// The pre-computed hash.
     hash: &'a str,
+    /// Seals the records, as the operator's key does.
+    record_key: &'a RecordKey,
 }
 
 impl Work<'_> {
@@ -84,13 +87,23 @@ impl Work<'_> {
             hash,
             handled_request: handled.map(Into::into),
             rotated_at: now(),
+            reason: "created",
         })
+    }
+
+    /// What the operator reads right before each Secret write: that the ApiKey still exists.
+    async fn confirm_live(&self, key: &ApiKey) -> Result<()> {
+        self.keys
+            .get_metadata(&key.name_any())
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("reading ApiKey {}: {e}", key.name_any()).into())
     }
 
     /// The Event the operator records for each key it issues.
     async fn record(&self, key: &ApiKey, reason: &str) -> Result<()> {
         self.events
-            .publish(key, EventType::Normal, reason, reason, "benchmark")
+            .publish(key, EventType::Normal, reason, reason, "benchmark", None)
             .await
             .map_err(|e| format!("recording an Event for {}: {e}", key.name_any()).into())
     }
@@ -105,12 +118,14 @@ pub async fn run(client: &Client, args: &Args, namespaces: [&str; 2]) -> Result<
     // One real argon2id PHC string, so the credentials written without hashing have the real size.
     let hash = hasher.hash(credentials::generate_client_secret()?).await?;
     let events = Events::new(client.clone(), FIELD_MANAGER, FIELD_MANAGER);
+    let record_key = RecordKey::generate()?;
     let plain = Work {
         keys: Api::namespaced(client.clone(), namespaces[0]),
         secrets: Api::namespaced(client.clone(), namespaces[0]),
         events: events.clone(),
         hasher: None,
         hash: &hash,
+        record_key: &record_key,
     };
     let (create_writes, versions) = create(&plain, args).await?;
     eprintln!("limit create writes: {:.2} s", create_writes.as_secs_f64());
@@ -137,6 +152,7 @@ pub async fn run(client: &Client, args: &Args, namespaces: [&str; 2]) -> Result<
         events,
         hasher: Some(&hasher),
         hash: &hash,
+        record_key: &record_key,
     };
     let meter = Meter::start(me)?;
     let (create_with_hashing, versions) = create(&hashed, args).await?;
@@ -187,7 +203,8 @@ async fn create(work: &Work<'_>, args: &Args) -> Result<(Duration, HashMap<Strin
     let start = Instant::now();
     let written = cluster::for_each_concurrent(args.n(), args.c(), |i| async move {
         let key = cluster::apply_key(&work.keys, i).await?;
-        let secret = secret::build(&key, &work.credentials(None).await?, None)?;
+        let secret = secret::build(&key, &work.credentials(None).await?, None, work.record_key)?;
+        work.confirm_live(&key).await?;
         let pp = PostParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PostParams::default()
@@ -200,8 +217,9 @@ async fn create(work: &Work<'_>, args: &Args) -> Result<(Duration, HashMap<Strin
         work.record(&key, "Created").await?;
         let status = status::desired(
             &key,
-            &Outcome::Ready(&ManagedSecret::read(&created)),
+            &Outcome::Ready(&ManagedSecret::read(&created, work.record_key)),
             &now(),
+            work.record_key,
         );
         apply_status(&work.keys, &key, &status).await?;
         Ok((
@@ -234,7 +252,13 @@ async fn regenerate(
                 .await
                 .map_err(|e| format!("annotating ApiKey {name}: {e}"))?;
             let creds = work.credentials(Some(value)).await?;
-            let secret = secret::build(&key, &creds, versions.get(&key.secret_name()).cloned())?;
+            let secret = secret::build(
+                &key,
+                &creds,
+                versions.get(&key.secret_name()).cloned(),
+                work.record_key,
+            )?;
+            work.confirm_live(&key).await?;
             let written = work
                 .secrets
                 .patch(
@@ -247,8 +271,9 @@ async fn regenerate(
             work.record(&key, "Regenerated").await?;
             let status = status::desired(
                 &key,
-                &Outcome::Ready(&ManagedSecret::read(&written)),
+                &Outcome::Ready(&ManagedSecret::read(&written, work.record_key)),
                 &now(),
+                work.record_key,
             );
             apply_status(&work.keys, &key, &status).await
         }

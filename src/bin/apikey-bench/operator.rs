@@ -48,6 +48,8 @@ impl Operator {
                 "run",
                 "--namespace",
                 namespace,
+                "--record-key-namespace",
+                namespace,
                 "--leader-elect=false",
                 "--http-addr",
                 "127.0.0.1:0",

@@ -1,0 +1,308 @@
+//! The operator's record, sealed: a keyed MAC over what the operator wrote into a managed Secret
+//! (and over the client id it published in an ApiKey's status), with a key only the operator
+//! holds, so that an edit by anyone else is told apart from the operator's own writes.
+//!
+//! Whoever can edit a Secret can change its annotations and data; without the record key they
+//! cannot compute a seal that verifies (HMAC-SHA256, RFC 2104; the comparison is constant-time).
+//! This is how Vault Secrets Operator tells drift of the Secrets it writes: an HMAC with a key of
+//! its own.
+//!
+//! Seal format: `v1.<key id>.<MAC>`, where the key id is 8 base64url characters of SHA-256 of the
+//! key (it names the key, it does not reveal it) and the MAC is base64url of HMAC-SHA256 over
+//! every field of the record, each prefixed with its length (so no two records encode alike).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::Mac as _;
+use sha2::{Digest as _, Sha256};
+
+use crate::credentials::{self, ClientSecret};
+use crate::error::{Error, Result};
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Length of the record key in bytes (256 bits, from the operating system's CSPRNG).
+pub const KEY_BYTES: usize = 32;
+/// Version tag of the seal format.
+const VERSION: &str = "v1";
+
+/// Everything the operator wrote into a managed Secret that it later trusts. A seal covers all
+/// of it: changing any one field, or moving the Secret to another ApiKey, breaks the seal.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Namespace of the Secret.
+    pub namespace: &'a str,
+    /// Name of the Secret.
+    pub secret_name: &'a str,
+    /// UID of the ApiKey that controls the Secret (its controller ownerReference).
+    pub owner_uid: &'a str,
+    /// `client_id` data.
+    pub client_id: &'a str,
+    /// `client_secret` data.
+    pub client_secret: &'a ClientSecret,
+    /// argon2id PHC string of the client secret.
+    pub hash: &'a str,
+    /// The regenerate request this secret answers, in its stored form (empty: none).
+    pub handled: &'a str,
+    /// When the secret was generated (RFC 3339).
+    pub rotated_at: &'a str,
+    /// Why it was written (`created`, `regenerated`, `repaired_deleted`, `repaired_altered`,
+    /// `adopted`).
+    pub reason: &'a str,
+}
+
+impl Record<'_> {
+    fn fields(&self) -> [&[u8]; 9] {
+        [
+            self.namespace.as_bytes(),
+            self.secret_name.as_bytes(),
+            self.owner_uid.as_bytes(),
+            self.client_id.as_bytes(),
+            self.client_secret.expose().as_bytes(),
+            self.hash.as_bytes(),
+            self.handled.as_bytes(),
+            self.rotated_at.as_bytes(),
+            self.reason.as_bytes(),
+        ]
+    }
+}
+
+/// What a seal says about a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SealCheck {
+    /// Sealed with the current key, and the seal verifies: the operator wrote exactly this.
+    Valid,
+    /// Sealed with the current key (or claiming to be) and the seal does not verify: edited.
+    Invalid,
+    /// No seal, a malformed one, or one made with another key: the operator cannot tell who wrote
+    /// it (a release before seals, or a key that was lost or replaced).
+    Unknown,
+}
+
+/// The operator's record key. Its `Debug` never shows the key.
+#[derive(Clone)]
+pub struct RecordKey {
+    id: String,
+    key: [u8; KEY_BYTES],
+}
+
+impl fmt::Debug for RecordKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecordKey(id={}, <redacted>)", self.id)
+    }
+}
+
+impl RecordKey {
+    /// A new key from the operating system's CSPRNG.
+    pub fn generate() -> Result<Self> {
+        Ok(Self::from_array(credentials::random_bytes::<KEY_BYTES>()?))
+    }
+
+    /// The key stored as `bytes`. Errors unless it is exactly [`KEY_BYTES`] long.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let key: [u8; KEY_BYTES] = bytes.try_into().map_err(|_| {
+            Error::Config(format!(
+                "the record key must be {KEY_BYTES} bytes, found {}",
+                bytes.len()
+            ))
+        })?;
+        Ok(Self::from_array(key))
+    }
+
+    fn from_array(key: [u8; KEY_BYTES]) -> Self {
+        let digest = Sha256::new_with_prefix(b"apikey-operator record key id\n")
+            .chain_update(key)
+            .finalize();
+        let id = URL_SAFE_NO_PAD.encode(digest)[..8].to_string();
+        Self { id, key }
+    }
+
+    /// The key's bytes, to store it.
+    pub fn expose(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The key's id (8 base64url characters), shown in seals and logs.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn mac(&self, domain: &str, fields: &[&[u8]]) -> HmacSha256 {
+        // Keys of any length are valid for HMAC (RFC 2104 §2): this cannot fail.
+        let mut mac = <HmacSha256 as hmac::KeyInit>::new_from_slice(&self.key)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts a key of any length"));
+        mac.update(domain.as_bytes());
+        for field in fields {
+            mac.update(&(field.len() as u64).to_be_bytes());
+            mac.update(field);
+        }
+        mac
+    }
+
+    fn seal_of(&self, domain: &str, fields: &[&[u8]]) -> String {
+        let tag = self.mac(domain, fields).finalize().into_bytes();
+        format!("{VERSION}.{}.{}", self.id, URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    fn check_of(&self, domain: &str, fields: &[&[u8]], seal: Option<&str>) -> SealCheck {
+        let Some((id, tag)) = seal.and_then(|s| {
+            let mut parts = s.splitn(3, '.');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(VERSION), Some(id), Some(tag)) => Some((id, tag)),
+                _ => None,
+            }
+        }) else {
+            return SealCheck::Unknown;
+        };
+        if id != self.id {
+            return SealCheck::Unknown;
+        }
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
+            return SealCheck::Invalid;
+        };
+        match self.mac(domain, fields).verify_slice(&tag) {
+            Ok(()) => SealCheck::Valid,
+            Err(_) => SealCheck::Invalid,
+        }
+    }
+
+    /// The seal of a Secret's record.
+    pub fn seal(&self, record: &Record<'_>) -> String {
+        self.seal_of(SECRET_DOMAIN, &record.fields())
+    }
+
+    /// Checks the seal found beside a Secret's record.
+    pub fn check(&self, record: &Record<'_>, seal: Option<&str>) -> SealCheck {
+        self.check_of(SECRET_DOMAIN, &record.fields(), seal)
+    }
+
+    /// The seal of a client id published in the status of the ApiKey with UID `owner_uid`.
+    pub fn seal_client_id(&self, owner_uid: &str, client_id: &str) -> String {
+        self.seal_of(
+            CLIENT_ID_DOMAIN,
+            &[owner_uid.as_bytes(), client_id.as_bytes()],
+        )
+    }
+
+    /// Checks the seal of a client id published in an ApiKey's status.
+    pub fn check_client_id(
+        &self,
+        owner_uid: &str,
+        client_id: &str,
+        seal: Option<&str>,
+    ) -> SealCheck {
+        self.check_of(
+            CLIENT_ID_DOMAIN,
+            &[owner_uid.as_bytes(), client_id.as_bytes()],
+            seal,
+        )
+    }
+}
+
+/// Domain separation: a seal of one kind is never valid as the other.
+const SECRET_DOMAIN: &str = "apikey-operator secret record v1\n";
+const CLIENT_ID_DOMAIN: &str = "apikey-operator status client id v1\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::generate_client_secret;
+
+    fn with<'a>(secret: &'a ClientSecret, f: impl FnOnce(&mut Record<'a>)) -> Record<'a> {
+        let mut r = Record {
+            namespace: "ns",
+            secret_name: "web",
+            owner_uid: "uid-web",
+            client_id: "akid_AAAAAAAAAAAAAAAAAAAAAA",
+            client_secret: secret,
+            hash: "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$aGFzaA",
+            handled: "r1",
+            rotated_at: "2026-11-29T10:00:00Z",
+            reason: "created",
+        };
+        f(&mut r);
+        r
+    }
+
+    #[test]
+    fn a_seal_verifies_its_record_and_no_edit_of_it() {
+        let key = RecordKey::generate().unwrap();
+        let secret = generate_client_secret().unwrap();
+        let other = generate_client_secret().unwrap();
+        let record = with(&secret, |_| {});
+        let seal = key.seal(&record);
+        assert!(seal.starts_with(&format!("v1.{}.", key.id())), "{seal}");
+        assert_eq!(key.check(&record, Some(&seal)), SealCheck::Valid);
+        let edits: [fn(&mut Record<'_>); 8] = [
+            |r| r.namespace = "other",
+            |r| r.secret_name = "other",
+            |r| r.owner_uid = "uid-other",
+            |r| r.client_id = "akid_BBBBBBBBBBBBBBBBBBBBBB",
+            |r| r.hash = "$argon2id$v=19$m=4194304,t=1,p=1$c2FsdA$aGFzaA",
+            |r| r.handled = "r2",
+            |r| r.rotated_at = "1999-01-01T00:00:00Z",
+            |r| r.reason = "regenerated",
+        ];
+        for edit in edits {
+            let edited = with(&secret, |r| edit(r));
+            assert_eq!(key.check(&edited, Some(&seal)), SealCheck::Invalid);
+        }
+        let edited = with(&other, |_| {});
+        assert_eq!(key.check(&edited, Some(&seal)), SealCheck::Invalid);
+        // field boundaries count: moving a character from one field to the next breaks it
+        let shifted = with(&secret, |r| {
+            r.namespace = "nsw";
+            r.secret_name = "eb";
+        });
+        assert_eq!(key.check(&shifted, Some(&seal)), SealCheck::Invalid);
+    }
+
+    #[test]
+    fn another_key_missing_or_garbled_seals_are_unknown_not_valid() {
+        let key = RecordKey::generate().unwrap();
+        let other = RecordKey::generate().unwrap();
+        let secret = generate_client_secret().unwrap();
+        let record = with(&secret, |_| {});
+        assert_eq!(
+            key.check(&record, Some(&other.seal(&record))),
+            SealCheck::Unknown
+        );
+        assert_eq!(key.check(&record, None), SealCheck::Unknown);
+        assert_eq!(key.check(&record, Some("garbage")), SealCheck::Unknown);
+        let forged = format!("v1.{}.AAAA", key.id());
+        assert_eq!(key.check(&record, Some(&forged)), SealCheck::Invalid);
+        let forged = format!("v1.{}.not base64!", key.id());
+        assert_eq!(key.check(&record, Some(&forged)), SealCheck::Invalid);
+    }
+
+    #[test]
+    fn client_id_seals_bind_the_id_to_its_key_and_differ_from_record_seals() {
+        let key = RecordKey::generate().unwrap();
+        let seal = key.seal_client_id("uid-a", "akid_AAAAAAAAAAAAAAAAAAAAAA");
+        assert_eq!(
+            key.check_client_id("uid-a", "akid_AAAAAAAAAAAAAAAAAAAAAA", Some(&seal)),
+            SealCheck::Valid
+        );
+        assert_eq!(
+            key.check_client_id("uid-b", "akid_AAAAAAAAAAAAAAAAAAAAAA", Some(&seal)),
+            SealCheck::Invalid
+        );
+        assert_eq!(
+            key.check_client_id("uid-a", "akid_BBBBBBBBBBBBBBBBBBBBBB", Some(&seal)),
+            SealCheck::Invalid
+        );
+    }
+
+    #[test]
+    fn the_key_survives_a_round_trip_and_is_never_shown() {
+        let key = RecordKey::generate().unwrap();
+        let again = RecordKey::from_bytes(key.expose()).unwrap();
+        assert_eq!(again.id(), key.id());
+        assert!(RecordKey::from_bytes(&[0; 16]).is_err());
+        let shown = format!("{key:?}");
+        assert!(shown.contains(key.id()) && shown.contains("redacted"));
+        assert!(!shown.contains(&URL_SAFE_NO_PAD.encode(key.expose())));
+    }
+}

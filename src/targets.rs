@@ -1,0 +1,118 @@
+//! Which ApiKeys write each Secret name, kept from the ApiKey watch, so that an event of a managed
+//! Secret reaches the ApiKey that names it whatever the Secret's owner references say: a Secret
+//! whose owner reference was removed or changed must still wake its key (which then reports the
+//! conflict), not only the Secrets that still point at their owner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use kube::ResourceExt as _;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+
+use crate::crd::ApiKey;
+use crate::mirror::{Index, Mirror};
+
+/// (namespace, Secret name).
+type TargetRef = (String, String);
+
+/// The names of the ApiKeys that write each (namespace, Secret name), following a watch of
+/// ApiKeys. Usually one per Secret.
+#[derive(Clone, Default)]
+pub struct Targets {
+    state: Arc<RwLock<Mirror<ByTarget>>>,
+}
+
+#[derive(Default)]
+struct ByTarget(HashMap<TargetRef, Vec<String>>);
+
+fn target_of(key: &ApiKey) -> Option<TargetRef> {
+    Some((key.namespace()?, key.secret_name()))
+}
+
+impl Index for ByTarget {
+    type Object = ApiKey;
+
+    fn insert(&mut self, key: &ApiKey) {
+        if let Some(target) = target_of(key) {
+            let names = self.0.entry(target).or_default();
+            let name = key.name_any();
+            if let Err(at) = names.binary_search(&name) {
+                names.insert(at, name);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &ApiKey) {
+        if let Some(target) = target_of(key)
+            && let Some(names) = self.0.get_mut(&target)
+        {
+            if let Ok(at) = names.binary_search(&key.name_any()) {
+                names.remove(at);
+            }
+            if names.is_empty() {
+                self.0.remove(&target);
+            }
+        }
+    }
+}
+
+impl Targets {
+    /// Follows one watch event of ApiKeys.
+    pub fn apply(&self, event: &watcher::Event<ApiKey>) {
+        if let Ok(mut state) = self.state.write() {
+            state.apply(event);
+        }
+    }
+
+    /// The ApiKeys that write Secret `name` in `namespace`.
+    pub fn writers_of(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ApiKey>> {
+        self.state
+            .read()
+            .ok()
+            .and_then(|state| {
+                state
+                    .live()
+                    .0
+                    .get(&(namespace.to_owned(), name.to_owned()))
+                    .map(|names| {
+                        names
+                            .iter()
+                            .map(|n| ObjectRef::new(n).within(namespace))
+                            .collect()
+                    })
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::key;
+
+    #[test]
+    fn maps_a_secret_name_to_the_keys_that_write_it() {
+        let targets = Targets::default();
+        let mut custom = key("b", "bob", 1);
+        custom.spec.secret_name = Some("shared".into());
+        targets.apply(&watcher::Event::Apply(key("a", "alice", 1)));
+        targets.apply(&watcher::Event::Apply(custom.clone()));
+        let names = |n: &str| -> Vec<String> {
+            targets
+                .writers_of("ns", n)
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(names("a"), ["a"]);
+        assert_eq!(names("shared"), ["b"]);
+        assert!(
+            names("b").is_empty(),
+            "b writes `shared`, not a Secret named after it"
+        );
+        assert!(targets.writers_of("other", "a").is_empty());
+        targets.apply(&watcher::Event::Delete(custom));
+        assert!(names("shared").is_empty());
+    }
+}
