@@ -6,6 +6,9 @@
 //! fail, never skip.
 #![allow(dead_code)]
 
+pub mod apikeys;
+pub use apikeys::*;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
