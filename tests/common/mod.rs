@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod apikeys;
+#[allow(unused_imports)]
 pub use apikeys::*;
 
 use std::io::Write as _;
