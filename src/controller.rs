@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::crd::{ApiKey, ApiKeyStatus};
 use crate::credentials::{self, ClientSecret};
-use crate::decision::{self, IssueReason, Plan, SecretState};
+use crate::decision::{self, IssueReason, Plan, SecretState, StatusClientId};
 use crate::error::{Error, Result};
 use crate::events::{EventType, Events};
 use crate::hashing::Hasher;
@@ -545,19 +545,19 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         .filter_map(|name| ctx.keys.get(&ObjectRef::new(&name).within(&namespace)))
         .collect();
     let active = decision::active_for_user(key, siblings.iter().map(|k| &**k));
-    let sealed_client_id = sealed_client_id(key, &ctx.record_key);
+    let status_client_id = status_client_id(key, ctx);
 
     // Decide from the caches first: a key with nothing to do costs no API call, and the Secret is
     // read only when the cache cannot be acted on (see decision::confirm_on_fresh_read).
     let cached = SecretState::of(key, ctx.secrets.get(&namespace, &key.secret_name()));
-    let mut plan = decision::decide(key, active.clone(), &cached, sealed_client_id);
+    let mut plan = decision::decide(key, active.clone(), &cached, status_client_id);
     let mut fresh = None;
     if decision::confirm_on_fresh_read(key, &plan, &cached) {
         fresh = secrets.get_opt(&key.secret_name()).await?;
         let read = fresh
             .as_ref()
             .map(|s| ManagedSecret::read(s, &ctx.record_key));
-        plan = decision::decide(key, active, &SecretState::of(key, read), sealed_client_id);
+        plan = decision::decide(key, active, &SecretState::of(key, read), status_client_id);
     }
 
     // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
@@ -667,15 +667,34 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
     }
 }
 
-/// The client id the status publishes, if the operator's current record key sealed it for this
-/// very ApiKey (see [`crate::record`]).
-fn sealed_client_id<'k>(key: &'k ApiKey, record_key: &RecordKey) -> Option<&'k str> {
-    let status = key.status.as_ref()?;
-    let client_id = status.client_id.as_deref()?;
-    let uid = key.metadata.uid.as_deref()?;
-    (record_key.check_client_id(uid, client_id, status.client_id_seal.as_deref())
-        == SealCheck::Valid)
-        .then_some(client_id)
+/// How far the client id `key`'s status publishes can be trusted: sealed for this very ApiKey
+/// with the operator's current record key (see [`crate::record`]), else held by no other ApiKey
+/// the operator sees nor by another key's Secret (a status from a release before seals, or under
+/// a lost key; the scan costs O(keys), and runs only for keys not sealed yet).
+fn status_client_id<'k>(key: &'k ApiKey, ctx: &Context) -> StatusClientId<'k> {
+    let Some(status) = key.status.as_ref() else {
+        return StatusClientId::Untrusted;
+    };
+    let (Some(client_id), Some(uid)) = (status.client_id.as_deref(), key.metadata.uid.as_deref())
+    else {
+        return StatusClientId::Untrusted;
+    };
+    if ctx
+        .record_key
+        .check_client_id(uid, client_id, status.client_id_seal.as_deref())
+        == SealCheck::Valid
+    {
+        return StatusClientId::Sealed(client_id);
+    }
+    let held_by_another_key = ctx.keys.state().iter().any(|other| {
+        other.metadata.uid.as_deref() != Some(uid)
+            && other.status.as_ref().and_then(|s| s.client_id.as_deref()) == Some(client_id)
+    });
+    if held_by_another_key || ctx.secrets.holds_client_id_of_another(client_id, uid) {
+        StatusClientId::Untrusted
+    } else {
+        StatusClientId::Unique(client_id)
+    }
 }
 
 /// Brings the status in line with `outcome`: first the event of a rotation the status has not

@@ -168,22 +168,50 @@ impl Plan {
     }
 }
 
+/// The client id an ApiKey's status publishes, as far as the operator can trust it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatusClientId<'a> {
+    /// Sealed with the operator's current record key for this very ApiKey: the operator
+    /// published it, and has sealed this key before.
+    Sealed(&'a str),
+    /// Not sealed by the current key (written by a release before seals, under a lost key, or by
+    /// anyone with rights on `apikeys/status`), and held by no other key the operator sees.
+    Unique(&'a str),
+    /// None, malformed, or held by another key: never written into a Secret.
+    Untrusted,
+}
+
+impl<'a> StatusClientId<'a> {
+    /// The client id to keep for a Secret written again, if any.
+    fn keep(self) -> Option<String> {
+        match self {
+            StatusClientId::Sealed(id) | StatusClientId::Unique(id)
+                if credentials::is_well_formed_client_id(id) =>
+            {
+                Some(id.to_owned())
+            }
+            _ => None,
+        }
+    }
+
+    fn sealed(self) -> bool {
+        matches!(self, StatusClientId::Sealed(_))
+    }
+}
+
 /// Decides what must happen to `key`, given whether it is the active key for its user (`Err` holds
-/// the name of the active one), the state of its Secret, and the client id its status publishes
-/// if that is sealed with the operator's current record key (`None` when there is none, or its
-/// seal does not verify: a status anyone with rights on `apikeys/status` could have written).
+/// the name of the active one), the state of its Secret, and how far the client id its status
+/// publishes can be trusted.
 pub fn decide(
     key: &ApiKey,
     active: Result<(), String>,
     secret: &SecretState,
-    sealed_client_id: Option<&str>,
+    status_client_id: StatusClientId<'_>,
 ) -> Plan {
     if let Err(active) = active {
         return Plan::Duplicate { active };
     }
-    let sealed_client_id = sealed_client_id
-        .filter(|id| credentials::is_well_formed_client_id(id))
-        .map(str::to_owned);
+    let keep = status_client_id.keep();
     match secret {
         SecretState::Foreign => Plan::Conflict,
         SecretState::Missing => {
@@ -192,12 +220,12 @@ pub fn decide(
                 .as_ref()
                 .is_some_and(|s| s.client_id.is_some() || s.secret_hash.is_some());
             Plan::Issue {
-                reason: if ever_issued || sealed_client_id.is_some() {
+                reason: if ever_issued || keep.is_some() {
                     IssueReason::SecretDeleted
                 } else {
                     IssueReason::Created
                 },
-                client_id: sealed_client_id,
+                client_id: keep,
                 replaces: None,
             }
         }
@@ -206,12 +234,12 @@ pub fn decide(
             // its current key, which only an edit explains.
             Integrity::Altered => Plan::Issue {
                 reason: IssueReason::SecretAltered,
-                client_id: sealed_client_id,
+                client_id: keep,
                 replaces: managed.resource_version.clone(),
             },
-            Integrity::Unsealed if sealed_client_id.is_some() => Plan::Issue {
+            Integrity::Unsealed if status_client_id.sealed() => Plan::Issue {
                 reason: IssueReason::SecretAltered,
-                client_id: sealed_client_id,
+                client_id: keep,
                 replaces: managed.resource_version.clone(),
             },
             Integrity::Unsealed => Plan::Adopt {
@@ -299,6 +327,7 @@ mod tests {
     use super::*;
     use crate::crd::{ApiKeyStatus, REGENERATE_ANNOTATION};
     use crate::test_support::{key, managed};
+    use StatusClientId::{Sealed, Unique, Untrusted};
 
     const ID: &str = "akid_AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -329,7 +358,7 @@ mod tests {
         let secret = managed(&k, Some("v1"));
         let mut k = with_request(k, "v2");
         let owned = SecretState::Owned(secret.clone());
-        let regenerate = decide(&k, Ok(()), &owned, None);
+        let regenerate = decide(&k, Ok(()), &owned, Untrusted);
         assert!(matches!(
             regenerate,
             Plan::Issue {
@@ -353,13 +382,13 @@ mod tests {
 
         // a missing Secret is always read; an altered, unsealed or unlabelled one too; nothing to
         // write, nothing to read
-        let created = decide(&k, Ok(()), &SecretState::Missing, None);
+        let created = decide(&k, Ok(()), &SecretState::Missing, Untrusted);
         assert!(confirm_on_fresh_read(&k, &created, &SecretState::Missing));
         for integrity in [Integrity::Altered, Integrity::Unsealed] {
             let state = SecretState::Owned(with_integrity(secret.clone(), integrity));
             assert!(confirm_on_fresh_read(
                 &k,
-                &decide(&k, Ok(()), &state, None),
+                &decide(&k, Ok(()), &state, Untrusted),
                 &state
             ));
         }
@@ -368,13 +397,13 @@ mod tests {
         let unlabelled = SecretState::Owned(unlabelled);
         assert!(confirm_on_fresh_read(
             &k,
-            &decide(&k, Ok(()), &unlabelled, None),
+            &decide(&k, Ok(()), &unlabelled, Untrusted),
             &unlabelled
         ));
         let in_sync = SecretState::Owned(managed(&k, Some("v2")));
         assert!(!confirm_on_fresh_read(
             &k,
-            &decide(&k, Ok(()), &in_sync, None),
+            &decide(&k, Ok(()), &in_sync, Untrusted),
             &in_sync
         ));
         assert!(!confirm_on_fresh_read(
@@ -386,7 +415,12 @@ mod tests {
 
     #[test]
     fn first_reconcile_creates() {
-        let plan = decide(&key("a", "alice", 1), Ok(()), &SecretState::Missing, None);
+        let plan = decide(
+            &key("a", "alice", 1),
+            Ok(()),
+            &SecretState::Missing,
+            Untrusted,
+        );
         assert_eq!(
             plan,
             Plan::Issue {
@@ -403,7 +437,7 @@ mod tests {
         let k = with_request(key("a", "alice", 1), "v1");
         let m = managed(&k, Some("v1"));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            decide(&k, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::InSync(_)
         ));
     }
@@ -414,7 +448,7 @@ mod tests {
         let m = managed(&k, Some("v1"));
         let id = m.client_id.clone();
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            decide(&k, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::Issue {
                 reason: IssueReason::Regenerated,
                 client_id: id,
@@ -428,18 +462,18 @@ mod tests {
         let k = with_request(key("a", "alice", 1), "v1");
         let m = managed(&k, Some("v1"));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), Untrusted),
             Plan::InSync(_)
         ));
         let removed = key("a", "alice", 1);
         assert!(matches!(
-            decide(&removed, Ok(()), &SecretState::Owned(m), None),
+            decide(&removed, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::InSync(_)
         ));
         let empty = with_request(key("a", "alice", 1), "");
         let m0 = managed(&empty, None);
         assert!(matches!(
-            decide(&empty, Ok(()), &SecretState::Owned(m0), None),
+            decide(&empty, Ok(()), &SecretState::Owned(m0), Untrusted),
             Plan::InSync(_)
         ));
     }
@@ -451,18 +485,18 @@ mod tests {
         let mut m = managed(&k, None);
         m.handled_request = Some(secret::handled_form(&long));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), Untrusted),
             Plan::InSync(_)
         ));
         // a release before digests stored it verbatim: an upgrade does not take it for new
         m.handled_request = Some(long.clone());
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), Untrusted),
             Plan::InSync(_)
         ));
         let k = with_request(key("a", "alice", 1), &"y".repeat(262_000));
         assert!(matches!(
-            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            decide(&k, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::Issue {
                 reason: IssueReason::Regenerated,
                 ..
@@ -474,7 +508,7 @@ mod tests {
     fn a_deleted_secret_keeps_a_sealed_client_id_and_only_that() {
         let k = with_client_id(key("a", "alice", 1), ID);
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing, Some(ID)),
+            decide(&k, Ok(()), &SecretState::Missing, Sealed(ID)),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: Some(ID.into()),
@@ -484,7 +518,7 @@ mod tests {
         // a client id in the status without a seal of the current key (forged, or from before
         // seals) is not taken: a new client id, so that no key ever takes another's
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing, None),
+            decide(&k, Ok(()), &SecretState::Missing, Untrusted),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: None,
@@ -492,7 +526,7 @@ mod tests {
             }
         );
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing, Some("akid_short")),
+            decide(&k, Ok(()), &SecretState::Missing, Sealed("akid_short")),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: None,
@@ -503,12 +537,37 @@ mod tests {
     }
 
     #[test]
+    fn an_unsealed_client_id_held_by_no_other_key_is_kept_but_proves_no_seal() {
+        // a status from before seals: its client id is kept for a deleted Secret
+        let k = with_client_id(key("a", "alice", 1), ID);
+        assert_eq!(
+            decide(&k, Ok(()), &SecretState::Missing, Unique(ID)),
+            Plan::Issue {
+                reason: IssueReason::SecretDeleted,
+                client_id: Some(ID.into()),
+                replaces: None
+            }
+        );
+        // and an unsealed record beside it is adopted, not taken for an edit
+        let m = with_integrity(managed(&k, None), Integrity::Unsealed);
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(m), Unique(ID)),
+            Plan::Adopt { .. }
+        ));
+    }
+
+    #[test]
     fn an_altered_secret_is_repaired_with_the_sealed_client_id() {
         let k = key("a", "alice", 1);
         let m = with_integrity(managed(&k, None), Integrity::Altered);
         let id = m.client_id.clone();
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone()), id.as_deref()),
+            decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(m.clone()),
+                Sealed(id.as_deref().unwrap())
+            ),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: id,
@@ -517,7 +576,7 @@ mod tests {
         );
         // the Secret's own client id is not trusted: it may be another key's
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            decide(&k, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: None,
@@ -533,7 +592,7 @@ mod tests {
         // never sealed with the current key (an upgrade, a lost key): sealed without rotation,
         // even with a regeneration pending, which the next reconcile answers
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m.clone()), None),
+            decide(&k, Ok(()), &SecretState::Owned(m.clone()), Untrusted),
             Plan::Adopt {
                 replaces: Some("1".into())
             }
@@ -541,7 +600,12 @@ mod tests {
         // a key already sealed with the current key: an unsealed record is an edit
         let id = m.client_id.clone();
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m), id.as_deref()),
+            decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(m),
+                Sealed(id.as_deref().unwrap())
+            ),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: id,
@@ -556,7 +620,7 @@ mod tests {
         let mut m = managed(&k, Some("v1"));
         m.labelled = false;
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Owned(m), None),
+            decide(&k, Ok(()), &SecretState::Owned(m), Untrusted),
             Plan::Relabel {
                 replaces: Some("1".into())
             }
@@ -567,7 +631,7 @@ mod tests {
     fn foreign_secret_is_a_conflict_even_with_a_pending_request() {
         let k = with_request(key("a", "alice", 1), "v9");
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Foreign, Some(ID)),
+            decide(&k, Ok(()), &SecretState::Foreign, Sealed(ID)),
             Plan::Conflict
         );
     }
@@ -576,7 +640,7 @@ mod tests {
     fn duplicate_comes_first() {
         let k = key("b", "alice", 2);
         assert_eq!(
-            decide(&k, Err("a".into()), &SecretState::Missing, None),
+            decide(&k, Err("a".into()), &SecretState::Missing, Untrusted),
             Plan::Duplicate { active: "a".into() }
         );
     }

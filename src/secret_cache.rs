@@ -99,6 +99,17 @@ impl SecretCache {
             .cloned()
     }
 
+    /// Whether a managed Secret not controlled by the ApiKey with UID `uid` holds `client_id`.
+    /// Scans every cached Secret: for rare checks only.
+    pub fn holds_client_id_of_another(&self, client_id: &str, uid: &str) -> bool {
+        self.state.read().is_ok_and(|state| {
+            state.live().0.values().any(|s| {
+                s.client_id.as_deref() == Some(client_id)
+                    && s.controller_uid.as_deref() != Some(uid)
+            })
+        })
+    }
+
     /// The key the cached records are checked with.
     pub fn record_key(&self) -> &RecordKey {
         &self.record_key

@@ -271,6 +271,8 @@ pub struct Operator {
     log: PathBuf,
     namespace: String,
     extra: Vec<String>,
+    /// The binary; `None`: the one this checkout builds.
+    release: Option<PathBuf>,
 }
 
 impl Operator {
@@ -294,6 +296,27 @@ impl Operator {
             log,
             namespace: namespace.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            release: None,
+        };
+        let _ = std::fs::remove_file(&op.log);
+        op.spawn();
+        op
+    }
+
+    /// Starts another release's binary `bin` as [`Operator::start`] does, with only the flags
+    /// every release has.
+    pub fn start_release(bin: &Path, namespace: &str) -> Self {
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("operator-{namespace}-release.log"));
+        let mut op = Self {
+            child: None,
+            log,
+            namespace: namespace.into(),
+            extra: ["--leader-elect=false", "--http-addr", "127.0.0.1:0"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            release: Some(bin.to_path_buf()),
         };
         let _ = std::fs::remove_file(&op.log);
         op.spawn();
@@ -306,17 +329,22 @@ impl Operator {
             .append(true)
             .open(&self.log)
             .expect("operator log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_apikey-operator"))
-            .args([
-                "run",
-                "--namespace",
-                &self.namespace,
-                // the record key of each test's operator lives in the test's own namespace
-                "--record-key-namespace",
-                &self.namespace,
-                "--log-format",
-                "json",
-            ])
+        let mut command = match &self.release {
+            Some(bin) => Command::new(bin),
+            None => Command::new(env!("CARGO_BIN_EXE_apikey-operator")),
+        };
+        command.args([
+            "run",
+            "--namespace",
+            &self.namespace,
+            "--log-format",
+            "json",
+        ]);
+        if self.release.is_none() {
+            // the record key of each test's operator lives in the test's own namespace
+            command.args(["--record-key-namespace", &self.namespace]);
+        }
+        let child = command
             .args(&self.extra)
             .env("KUBECONFIG", kubeconfig())
             .env("RUST_LOG", "apikey_operator=debug,info")
