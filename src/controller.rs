@@ -228,16 +228,46 @@ async fn controller_for(
     // deletion: its key is woken, reads it, and puts the label back (see decision::decide).
     let secrets = SecretCache::new(record_key);
     let outage = Arc::new(Outage::default());
+    let in_scope = ns.map(|n| format!(" in namespace {n}")).unwrap_or_default();
+    let secret_watch = Arc::new(WatchProbe::new(
+        format!("Secrets{in_scope}"),
+        scope.health.clone(),
+        outage.clone(),
+    ));
+    let key_watch = Arc::new(WatchProbe::new(
+        format!("ApiKeys{in_scope}"),
+        scope.health.clone(),
+        outage.clone(),
+    ));
+    let probes = tokio::spawn(probe_failing_watches(
+        keys_api.clone(),
+        secrets_api.clone(),
+        key_watch.clone(),
+        secret_watch.clone(),
+    ));
+    // After a re-list (a watch that expired or failed), every key is looked at again, from the
+    // caches: kube-runtime's controller reconciles a key from its store, which keeps the old
+    // objects until the re-list is complete, so the keys of the first pages would be reconciled
+    // from what they were before, and nothing else would wake them once the new objects are in.
+    // After a 20 s API server restart this left 100 of 200 regeneration requests unanswered.
+    let (relisted, relists) = futures::channel::mpsc::unbounded::<()>();
     let secret_events = watcher(secrets_api, watch_config().labels(MANAGED_SELECTOR))
         .backoff(WatchBackoff::default())
         .map_ok({
             let secrets = secrets.clone();
+            let relisted = relisted.clone();
+            let mut lists = 0u64;
             move |event| {
                 secrets.apply(&event);
+                note_relist(&event, &mut lists, &relisted);
                 event
             }
         })
-        .inspect(watch_health("Secrets", &scope.health, &outage))
+        .inspect({
+            let probe = secret_watch.clone();
+            move |result| probe.observe(result)
+        })
+        .filter(only_events)
         .touched_objects();
 
     let (keys, key_writer) = reflector::store();
@@ -273,7 +303,9 @@ async fn controller_for(
         .reflect(key_writer)
         .map_ok({
             let ctx = ctx.clone();
+            let mut lists = 0u64;
             move |event| {
+                note_relist(&event, &mut lists, &relisted);
                 if let watcher::Event::Delete(key) = &event {
                     ctx.forget(&ObjectRef::from_obj(key));
                 }
@@ -285,7 +317,11 @@ async fn controller_for(
                 event
             }
         })
-        .inspect(watch_health("ApiKeys", &scope.health, &outage))
+        .inspect({
+            let probe = key_watch.clone();
+            move |result| probe.observe(result)
+        })
+        .filter(only_events)
         .applied_objects();
     // A Secret's event wakes the keys that write a Secret of that name, whatever its owner
     // references say: one whose owner reference was removed must still reach its key.
@@ -299,12 +335,12 @@ async fn controller_for(
             }
         })
         .reconcile_on(siblings_to_wake)
-        .reconcile_all_on(every(RESYNC))
+        .reconcile_all_on(futures::stream::select(every(RESYNC), relists))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
             match result {
-                // Already logged by error_policy, or by watch_health for the watches.
+                // Already logged by error_policy, or by WatchProbe for the watches.
                 Err(ControllerError::ReconcilerFailed(..) | ControllerError::QueueError(_))
                 | Ok(_) => {}
                 // A Secret's or a sibling's event for an ApiKey deleted meanwhile: nothing to do.
@@ -316,6 +352,33 @@ async fn controller_for(
             future::ready(())
         })
         .await;
+    probes.abort();
+}
+
+/// Counts the complete lists of a watch, and asks for every key to be reconciled once more after
+/// each one but the first (at start, every key is reconciled anyway).
+fn note_relist<K>(
+    event: &watcher::Event<K>,
+    lists: &mut u64,
+    relisted: &futures::channel::mpsc::UnboundedSender<()>,
+) {
+    if let watcher::Event::InitDone = event {
+        *lists += 1;
+        if *lists > 1 {
+            // Fails only once the controller is gone, when nothing is left to reconcile.
+            let _ = relisted.unbounded_send(());
+        }
+    }
+}
+
+/// Lets watch events through to the controller, and not watch errors: they are reported (see
+/// [`WatchProbe`]) and retried by the watch's own backoff. An error reaching kube-runtime's
+/// controller makes it back off all its triggers once more, growing to a minute: after a 20 s
+/// API server restart, 100 of 200 regeneration requests waited minutes for that.
+fn only_events<K>(
+    result: &std::result::Result<watcher::Event<K>, watcher::Error>,
+) -> future::Ready<bool> {
+    future::ready(result.is_ok())
 }
 
 /// Watches retry after 0.5 s, doubling up to 5 s (kube-runtime's default grows to 30 s, so a
@@ -355,34 +418,89 @@ impl kube::runtime::utils::Backoff for WatchBackoff {
     }
 }
 
-/// Keeps `/readyz` and the log truthful about a watch: a failing watch makes the process not
-/// ready, with a message that names what fails (the CRD by name when it is missing); an outage is
-/// logged once for all watches and keys.
-fn watch_health<K>(
-    watch: &'static str,
-    health: &Arc<Health>,
-    outage: &Arc<Outage>,
-) -> impl FnMut(&std::result::Result<watcher::Event<K>, watcher::Error>) + use<K> {
-    let (health, outage) = (health.clone(), outage.clone());
-    let mut failing = false;
-    move |result| match result {
-        Ok(_) => {
-            if failing {
-                failing = false;
-                health.watch_works(watch);
-                info!(watch, "watch works again");
-            }
-            outage.note_success();
+/// Keeps `/readyz` and the log truthful about one watch: a failing watch makes the process not
+/// ready, with a message that names what fails (the CRD by name when it is missing), logged when
+/// it starts failing and when it works again; an outage is logged once for all watches and keys.
+struct WatchProbe {
+    name: String,
+    failing: std::sync::atomic::AtomicBool,
+    health: Arc<Health>,
+    outage: Arc<Outage>,
+}
+
+impl WatchProbe {
+    fn new(name: String, health: Arc<Health>, outage: Arc<Outage>) -> Self {
+        Self {
+            name,
+            failing: false.into(),
+            health,
+            outage,
         }
-        Err(e) => {
-            let why = describe_watch_error(watch, e);
-            health.watch_failed(watch, why.clone());
-            if watch_error_is_outage(e) {
-                outage.note_failure(watch, &why);
-            } else if !failing {
-                warn!(watch, error = %why, "watch fails; retrying every few seconds, not ready meanwhile");
-            }
-            failing = true;
+    }
+
+    fn observe<K>(&self, result: &std::result::Result<watcher::Event<K>, watcher::Error>) {
+        match result {
+            Ok(_) => self.works(),
+            Err(e) => self.fails(e),
+        }
+    }
+
+    fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
+    }
+
+    fn works(&self) {
+        if self.failing.swap(false, Ordering::SeqCst) {
+            self.health.watch_works(&self.name);
+            info!(watch = %self.name, "watch works again");
+        }
+        self.outage.note_success();
+    }
+
+    fn fails(&self, e: &watcher::Error) {
+        // "too old resource version": the watch lists again by itself; nothing is wrong
+        if let watcher::Error::WatchError(s) = e
+            && s.code == 410
+        {
+            debug!(watch = %self.name, error = %e, "watch expired; listing again");
+            return;
+        }
+        let why = describe_watch_error(&self.name, e);
+        self.health.watch_failed(&self.name, why.clone());
+        let was_failing = self.failing.swap(true, Ordering::SeqCst);
+        if watch_error_is_outage(e) {
+            self.outage.note_failure(&self.name, &why);
+        } else if !was_failing {
+            warn!(watch = %self.name, error = %why, "watch fails; retrying every few seconds, not ready meanwhile");
+        }
+    }
+}
+
+/// How often a failing watch's resource is probed.
+const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A watch that resumes after a failure delivers nothing until an object changes, so nothing
+/// would tell that it works again: while a watch fails, list one object of what it watches every
+/// [`PROBE_INTERVAL`]; once that succeeds, the watch's own retry (at most 5 s apart) does too.
+async fn probe_failing_watches(
+    keys: Api<ApiKey>,
+    secrets: Api<Secret>,
+    key_watch: Arc<WatchProbe>,
+    secret_watch: Arc<WatchProbe>,
+) {
+    let one = kube::api::ListParams::default().limit(1);
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        if key_watch.is_failing() && keys.list_metadata(&one).await.is_ok() {
+            key_watch.works();
+        }
+        if secret_watch.is_failing()
+            && secrets
+                .list_metadata(&one.clone().labels(MANAGED_SELECTOR))
+                .await
+                .is_ok()
+        {
+            secret_watch.works();
         }
     }
 }
@@ -407,7 +525,7 @@ fn describe_watch_error(watch: &str, e: &watcher::Error) -> String {
         _ => None,
     };
     match status {
-        Some(s) if s.code == 404 && watch == "ApiKeys" => format!(
+        Some(s) if s.code == 404 && watch.starts_with("ApiKeys") => format!(
             "the ApiKey CustomResourceDefinition apikeys.{} is not installed (kubectl apply -f crds/): {e}",
             crate::crd::GROUP
         ),

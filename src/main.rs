@@ -41,15 +41,15 @@ fn print_crd() -> Result<()> {
     Ok(())
 }
 
-/// `RUST_LOG`, else `info`. The Kubernetes client libraries log some failed calls themselves,
-/// which the operator reports too (an outage once, see outage.rs): they are held to errors unless
-/// `RUST_LOG` names them.
+/// `RUST_LOG`, else `info`. The Kubernetes client libraries log failed calls themselves (an
+/// ERROR line per failed connection), which the operator reports too (an outage once, see
+/// outage.rs): they are silent unless `RUST_LOG` names them.
 fn init_logging(format: LogFormat) {
     let configured = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let directives = if configured.contains("kube") {
         configured
     } else {
-        format!("{configured},kube_client=error,kube_runtime=error")
+        format!("{configured},kube_client=off,kube_runtime=off")
     };
     let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
