@@ -62,6 +62,14 @@ fn service_account_has_exactly_what_the_operator_uses() {
         ],
         vec![
             "-n",
+            "apikey-system",
+            "auth",
+            "can-i",
+            "get",
+            "secrets/apikey-operator-record-key",
+        ],
+        vec![
+            "-n",
             &ns.name,
             "auth",
             "can-i",
@@ -156,6 +164,10 @@ fn namespaced_variant_renders_a_role_and_a_namespace_flag() {
     ]);
     assert!(!rendered.contains("kind: ClusterRole"), "{rendered}");
     assert!(rendered.contains("--namespace=apps"));
+    assert!(
+        rendered.contains("name: apikey-operator-record-key"),
+        "the namespaced variant can read its record key: {rendered}"
+    );
     let cluster = ok(&["kustomize", root().join("deploy").to_str().expect("path")]);
     for needle in [
         "kind: ClusterRole",
