@@ -1,6 +1,6 @@
 //! Client id and client secret formats: generation from the operating system's CSPRNG, the
-//! checksum that lets secret scanners recognise a client secret offline, and the fingerprint that
-//! tells the operator whether a Secret was altered by hand.
+//! checksum that lets secret scanners recognise a client secret offline, and the unkeyed
+//! fingerprint of releases before sealed records.
 //!
 //! Formats (both URL-safe, base64url without padding):
 //! - client id: `akid_` + 16 random bytes (22 characters): regex `akid_[A-Za-z0-9_-]{22}`;
@@ -87,9 +87,11 @@ pub fn generate_client_secret() -> Result<ClientSecret> {
     Ok(ClientSecret(unchecked + &checksum))
 }
 
-/// Fingerprint of a credential pair, stored beside it in the Secret so that a hand edit of either
-/// value is noticed without hashing. It is only ever stored in the same Secret as the values
-/// themselves, so it tells a reader nothing they cannot already read.
+/// Unkeyed fingerprint of a credential pair (`sha256:` and base64url of SHA-256 over
+/// `client_id`, a newline, and the secret), which releases before sealed records
+/// ([`crate::record`]) wrote beside the credentials. Anyone can recompute it, so it proves nothing
+/// about who wrote a record; it is read only to tell an intact record of such a release (re-sealed
+/// without rotation on upgrade) from an edited one, and never written.
 pub fn fingerprint(client_id: &str, secret: &ClientSecret) -> String {
     let mut digest = Sha256::new();
     digest.update(client_id.as_bytes());

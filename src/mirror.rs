@@ -5,6 +5,9 @@
 //! The operator keeps its own maps instead of reflector stores where it needs far less than the
 //! whole object: a few hundred bytes per key instead of a few KiB (see README, Benchmarks).
 
+use std::collections::HashMap;
+use std::hash::Hash;
+
 use kube::runtime::watcher;
 
 /// What a [`Mirror`] keeps of each watched object.
@@ -49,6 +52,45 @@ impl<I: Index> Mirror<I> {
     /// Whether a first list has completed.
     pub fn is_synced(&self) -> bool {
         self.synced
+    }
+}
+
+/// Object names grouped by a key (the ApiKeys of a user, the ApiKeys that write a Secret name):
+/// a short sorted list per key, which costs less than a set (a B-tree node is about 300 bytes),
+/// as a group rarely holds more than one or two names.
+#[derive(Debug)]
+pub struct Groups<K>(HashMap<K, Vec<String>>);
+
+impl<K> Default for Groups<K> {
+    fn default() -> Self {
+        Self(HashMap::new())
+    }
+}
+
+impl<K: Eq + Hash> Groups<K> {
+    /// Adds `name` to the group of `key`.
+    pub fn add(&mut self, key: K, name: String) {
+        let names = self.0.entry(key).or_default();
+        if let Err(at) = names.binary_search(&name) {
+            names.insert(at, name);
+        }
+    }
+
+    /// Removes `name` from the group of `key`, and the group once empty.
+    pub fn remove(&mut self, key: &K, name: &str) {
+        if let Some(names) = self.0.get_mut(key) {
+            if let Ok(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
+                names.remove(at);
+            }
+            if names.is_empty() {
+                self.0.remove(key);
+            }
+        }
+    }
+
+    /// The names in the group of `key`, sorted.
+    pub fn get(&self, key: &K) -> &[String] {
+        self.0.get(key).map(Vec::as_slice).unwrap_or_default()
     }
 }
 

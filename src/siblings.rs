@@ -4,7 +4,6 @@
 //! At 10,000 keys a scan of the cache per reconcile and per watch event was most of the operator's
 //! own CPU; the index is fed by the same watch events as the cache, so it needs no API call.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::ResourceExt as _;
@@ -12,7 +11,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::crd::ApiKey;
-use crate::mirror::{Index, Mirror};
+use crate::mirror::{Groups, Index, Mirror};
 use crate::user;
 
 /// (namespace, user) of an ApiKey.
@@ -24,10 +23,9 @@ pub struct Siblings {
     state: Arc<RwLock<Mirror<Users>>>,
 }
 
-/// The index itself. A user has one key, rarely a few: a short sorted list per user costs less
-/// than a set (a B-tree node is about 300 bytes, one per user).
+/// The index itself.
 #[derive(Default)]
-struct Users(HashMap<UserRef, Vec<String>>);
+struct Users(Groups<UserRef>);
 
 fn user_of(key: &ApiKey) -> Option<UserRef> {
     Some((
@@ -41,24 +39,13 @@ impl Index for Users {
 
     fn insert(&mut self, key: &ApiKey) {
         if let Some(user) = user_of(key) {
-            let names = self.0.entry(user).or_default();
-            let name = key.name_any();
-            if let Err(at) = names.binary_search(&name) {
-                names.insert(at, name);
-            }
+            self.0.add(user, key.name_any());
         }
     }
 
     fn remove(&mut self, key: &ApiKey) {
-        if let Some(user) = user_of(key)
-            && let Some(names) = self.0.get_mut(&user)
-        {
-            if let Ok(at) = names.binary_search(&key.name_any()) {
-                names.remove(at);
-            }
-            if names.is_empty() {
-                self.0.remove(&user);
-            }
+        if let Some(user) = user_of(key) {
+            self.0.remove(&user, &key.name_any());
         }
     }
 }
@@ -84,8 +71,7 @@ impl Siblings {
                 .live()
                 .0
                 .get(&(namespace.clone(), user))
-                .into_iter()
-                .flatten()
+                .iter()
                 .filter(|n| **n != name)
                 .map(|n| ObjectRef::new(n).within(&namespace))
                 .collect(),
@@ -99,13 +85,12 @@ impl Siblings {
         let user = user::canonical(user);
         self.state
             .read()
-            .ok()
-            .and_then(|state| {
+            .map(|state| {
                 state
                     .live()
                     .0
                     .get(&(namespace.to_owned(), user.into_owned()))
-                    .cloned()
+                    .to_vec()
             })
             .unwrap_or_default()
     }

@@ -3,7 +3,6 @@
 //! whose owner reference was removed or changed must still wake its key (which then reports the
 //! conflict), not only the Secrets that still point at their owner.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use kube::ResourceExt as _;
@@ -11,7 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 
 use crate::crd::ApiKey;
-use crate::mirror::{Index, Mirror};
+use crate::mirror::{Groups, Index, Mirror};
 
 /// (namespace, Secret name).
 type TargetRef = (String, String);
@@ -24,7 +23,7 @@ pub struct Targets {
 }
 
 #[derive(Default)]
-struct ByTarget(HashMap<TargetRef, Vec<String>>);
+struct ByTarget(Groups<TargetRef>);
 
 fn target_of(key: &ApiKey) -> Option<TargetRef> {
     Some((key.namespace()?, key.secret_name()))
@@ -35,24 +34,13 @@ impl Index for ByTarget {
 
     fn insert(&mut self, key: &ApiKey) {
         if let Some(target) = target_of(key) {
-            let names = self.0.entry(target).or_default();
-            let name = key.name_any();
-            if let Err(at) = names.binary_search(&name) {
-                names.insert(at, name);
-            }
+            self.0.add(target, key.name_any());
         }
     }
 
     fn remove(&mut self, key: &ApiKey) {
-        if let Some(target) = target_of(key)
-            && let Some(names) = self.0.get_mut(&target)
-        {
-            if let Ok(at) = names.binary_search(&key.name_any()) {
-                names.remove(at);
-            }
-            if names.is_empty() {
-                self.0.remove(&target);
-            }
+        if let Some(target) = target_of(key) {
+            self.0.remove(&target, &key.name_any());
         }
     }
 }
@@ -69,18 +57,14 @@ impl Targets {
     pub fn writers_of(&self, namespace: &str, name: &str) -> Vec<ObjectRef<ApiKey>> {
         self.state
             .read()
-            .ok()
-            .and_then(|state| {
+            .map(|state| {
                 state
                     .live()
                     .0
                     .get(&(namespace.to_owned(), name.to_owned()))
-                    .map(|names| {
-                        names
-                            .iter()
-                            .map(|n| ObjectRef::new(n).within(namespace))
-                            .collect()
-                    })
+                    .iter()
+                    .map(|n| ObjectRef::new(n).within(namespace))
+                    .collect()
             })
             .unwrap_or_default()
     }

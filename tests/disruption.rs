@@ -10,16 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// The operator's WARN and ERROR lines after log line `mark`.
-fn warnings_since(op: &Operator, mark: usize) -> Vec<String> {
-    op.log()
-        .lines()
-        .skip(mark)
-        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
-        .map(String::from)
-        .collect()
-}
-
 fn wait_readyz(op: &Operator, code: u16, body_contains: &str, within: Duration) -> String {
     eventually(
         &format!("/readyz to answer {code} with {body_contains:?}"),
@@ -51,7 +41,7 @@ fn a_missing_crd_shows_in_readyz_and_the_log_and_is_recovered_from_within_second
     ]);
     let body = wait_readyz(&op, 503, "apikeys.apikey.dev", Duration::from_secs(30));
     assert!(body.contains("kubectl apply -f crds/"), "{body}");
-    let warnings = warnings_since(&op, mark);
+    let warnings = op.warnings_since(mark);
     assert!(
         warnings.iter().any(|l| l.contains("apikeys.apikey.dev")),
         "the log names the CRD: {warnings:#?}"
@@ -64,7 +54,7 @@ fn a_missing_crd_shows_in_readyz_and_the_log_and_is_recovered_from_within_second
         !op.records_since(mark, "watch works again").is_empty(),
         "the recovery is logged"
     );
-    let warnings = warnings_since(&op, mark);
+    let warnings = op.warnings_since(mark);
     assert!(
         warnings.len() <= 3,
         "a failing watch is logged when it starts failing, not on every retry: {warnings:#?}"
@@ -91,13 +81,7 @@ fn a_kube_apiserver_restart_is_logged_as_one_outage_not_per_key() {
         })
         .collect();
     ns.apply(&keys);
-    ns.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "apikeys",
-        "--all",
-        "--timeout=300s",
-    ]);
+    wait_all_ready(&ns, 300);
     let mark = op.mark();
 
     let restart = Command::new(root().join("tests/cluster/restart-apiserver"))
@@ -133,7 +117,7 @@ fn a_kube_apiserver_restart_is_logged_as_one_outage_not_per_key() {
         "app.kubernetes.io/managed-by=apikey-operator",
         "--timeout=300s",
     ]);
-    let warnings = warnings_since(&op, mark);
+    let warnings = op.warnings_since(mark);
     assert!(
         warnings.len() <= 6,
         "an outage is logged once, not per key and retry ({} lines): {warnings:#?}",

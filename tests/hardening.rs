@@ -45,12 +45,7 @@ fn wait_new_secret(ns: &TempNamespace, name: &str, old: &str) -> (String, String
 
 #[test]
 fn a_forged_record_is_repaired_and_never_published() {
-    install_crd();
-    let ns = TempNamespace::new("forge");
-    let op = Operator::start(&ns.name);
-    ns.apply(&key_yaml("k", "ivan", "", None, None));
-    wait_ready(&ns, &["k"]);
-    let (id, mut current) = assert_consistent(&ns, "k", "k");
+    let (ns, op, (id, mut current)) = namespace_with_one_key("forge", "ivan");
     let mut seen = vec![current.clone()];
     let forgeries = [
         ("apikey.dev/secret-hash", HUGE_HASH),
@@ -153,12 +148,7 @@ fn a_forged_status_client_id_is_never_written_into_a_secret() {
 
 #[test]
 fn a_secret_that_leaves_the_watch_is_noticed_within_seconds() {
-    install_crd();
-    let ns = TempNamespace::new("blind");
-    let op = Operator::start(&ns.name);
-    ns.apply(&key_yaml("k", "jane", "", None, None));
-    wait_ready(&ns, &["k"]);
-    let (id, s0) = assert_consistent(&ns, "k", "k");
+    let (ns, op, (id, s0)) = namespace_with_one_key("blind", "jane");
     let label_back = || {
         ns.ok(&[
             "wait",
@@ -244,13 +234,7 @@ fn keys_deleted_together_with_their_secrets_get_nothing_written() {
         })
         .collect();
     ns.apply(&keys.concat());
-    ns.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "apikeys",
-        "--all",
-        "--timeout=300s",
-    ]);
+    wait_all_ready(&ns, 300);
     assert_eq!(
         op.metric("apikey_keys_issued_total", "reason", "created"),
         70.0
@@ -277,13 +261,7 @@ fn keys_deleted_together_with_their_secrets_get_nothing_written() {
     eventually(
         "the operator to forget the keys",
         Duration::from_secs(60),
-        || {
-            let keys: f64 = ["true", "false", "unknown"]
-                .iter()
-                .map(|r| op.metric("apikey_managed_keys", "ready", r))
-                .sum();
-            (keys == 0.0).then_some(())
-        },
+        || (op.metric_total("apikey_managed_keys") == 0.0).then_some(()),
     );
     // whatever was written before a key went (a Secret deleted just before its key is repaired:
     // the key still existed) goes with its key
@@ -300,17 +278,11 @@ fn keys_deleted_together_with_their_secrets_get_nothing_written() {
         .is_empty()
         .then_some(())
     });
-    let failures: f64 = op
-        .metrics()
-        .samples
-        .iter()
-        .filter(|s| s.metric == "apikey_reconcile_failures_total")
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v) => v,
-            _ => 0.0,
-        })
-        .sum();
-    assert_eq!(failures, 0.0, "no reconcile failed for a key that is gone");
+    assert_eq!(
+        op.metric_total("apikey_reconcile_failures_total"),
+        0.0,
+        "no reconcile failed for a key that is gone"
+    );
     assert!(
         op.records_since(mark, "reconcile failed").is_empty(),
         "no retries for keys that are gone"
@@ -332,22 +304,10 @@ fn a_namespace_being_deleted_costs_no_failed_writes_and_no_warnings() {
         .map(|i| key_yaml(&format!("k{i}"), &format!("user{i}"), "", None, None))
         .collect();
     ns.apply(&keys.concat());
-    ns.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "apikeys",
-        "--all",
-        "--timeout=120s",
-    ]);
+    wait_all_ready(&ns, 120);
     let mark = op.mark();
     ok(&["delete", "namespace", &ns.name, "--timeout=120s"]);
-    let warnings: Vec<String> = op
-        .log()
-        .lines()
-        .skip(mark)
-        .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
-        .map(String::from)
-        .collect();
+    let warnings = op.warnings_since(mark);
     assert!(
         warnings.is_empty(),
         "warnings while the namespace went: {warnings:#?}"
@@ -462,12 +422,7 @@ fn record_key(ns: &TempNamespace) -> RecordKey {
 
 #[test]
 fn a_rotation_whose_event_was_lost_gets_it_when_the_status_catches_up() {
-    install_crd();
-    let ns = TempNamespace::new("lostevent");
-    let mut op = Operator::start(&ns.name);
-    ns.apply(&key_yaml("k", "lena", "", None, None));
-    wait_ready(&ns, &["k"]);
-    let (id, s0) = assert_consistent(&ns, "k", "k");
+    let (ns, mut op, (id, s0)) = namespace_with_one_key("lostevent", "lena");
 
     // The operator is killed right after writing the Secret for request r1: done here exactly as
     // it does it (the same build and seal, its record key), and nothing after it.

@@ -114,13 +114,7 @@ fn keys_of_the_previous_release_and_of_a_lost_record_key_are_taken_over_without_
         .map(|(i, n)| key_yaml(n, &format!("user{i}"), "", (i == 1).then_some("r0"), None))
         .collect();
     ns.apply(&manifest);
-    ns.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "apikeys",
-        "--all",
-        "--timeout=300s",
-    ]);
+    wait_all_ready(&ns, 300);
     ns.ok(&["annotate", "apikey", "k2", "apikey.dev/regenerate=r1"]);
     wait_handled(&ns, "k2", "r1");
     wait_ready(&ns, &["k2"]);
@@ -154,13 +148,7 @@ fn keys_of_the_previous_release_and_of_a_lost_record_key_are_taken_over_without_
     let key_id = record_key_id(&new);
     wait_sealed_with(&ns, &key_id);
     wait_handled(&ns, "k3", "asked-during-upgrade");
-    ns.ok(&[
-        "wait",
-        "--for=condition=Ready",
-        "apikeys",
-        "--all",
-        "--timeout=120s",
-    ]);
+    wait_all_ready(&ns, 120);
     let after = all_credentials(&ns);
     for name in names() {
         let (id, secret) = assert_consistent(&ns, &name, &name);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use apikey_operator::credentials::{ClientSecret, is_well_formed_client_id};
 use apikey_operator::hashing;
 
-use super::{TempNamespace, b64decode, eventually};
+use super::{Operator, TempNamespace, b64decode, eventually, install_crd};
 
 /// An ApiKey manifest (ending in `---`) with `labels` (flow-style pairs), an optional regenerate
 /// annotation and an optional `spec.secretName`.
@@ -102,4 +102,30 @@ pub fn events(ns: &TempNamespace, key: &str, reason: &str) -> usize {
     .lines()
     .filter(|l| *l == format!("ApiKey/{key}/{reason}"))
     .count()
+}
+
+/// Waits (by watch) until every ApiKey in the namespace is Ready.
+pub fn wait_all_ready(ns: &TempNamespace, timeout_seconds: u32) {
+    ns.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "apikeys",
+        "--all",
+        &format!("--timeout={timeout_seconds}s"),
+    ]);
+}
+
+/// A fresh namespace `e2e-<prefix>-...` with an operator of its own and one Ready ApiKey `k` for
+/// `user`, checked consistent; returns them with k's (client id, client secret).
+pub fn namespace_with_one_key(
+    prefix: &str,
+    user: &str,
+) -> (TempNamespace, Operator, (String, String)) {
+    install_crd();
+    let ns = TempNamespace::new(prefix);
+    let op = Operator::start(&ns.name);
+    ns.apply(&key_yaml("k", user, "", None, None));
+    wait_ready(&ns, &["k"]);
+    let credentials = assert_consistent(&ns, "k", "k");
+    (ns, op, credentials)
 }

@@ -438,6 +438,31 @@ impl Operator {
             .unwrap_or(0.0)
     }
 
+    /// The sum of metric `name` over all its labels.
+    pub fn metric_total(&self, name: &str) -> f64 {
+        self.metrics()
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    }
+
+    /// The operator's WARN and ERROR lines after log line `mark`.
+    pub fn warnings_since(&self, mark: usize) -> Vec<String> {
+        self.log()
+            .lines()
+            .skip(mark)
+            .filter(|l| l.contains(r#""level":"WARN""#) || l.contains(r#""level":"ERROR""#))
+            .map(String::from)
+            .collect()
+    }
+
     /// Everything the operator has logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
