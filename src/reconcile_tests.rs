@@ -122,6 +122,16 @@ async fn finished(reconciling: JoinHandle<crate::Result<Action>>) -> crate::Resu
         .expect("the reconcile does not panic")
 }
 
+/// The reconciler finds no Secret (the cache had none; a read confirms it) and, before writing one,
+/// reads the ApiKey (answered with `key`, or `404`).
+async fn secret_missing_then_key_read(server: &mut ApiServerVerifier, key: Option<&ApiKey>) {
+    server
+        .expect(Method::GET, SECRET)
+        .await
+        .not_found("secrets", "web");
+    server.expect_key_read("ns", "web", key).await;
+}
+
 /// Checks the common shape of a status apply for `key` and returns its `status`.
 async fn expect_status_apply(
     server: &mut ApiServerVerifier,
@@ -157,12 +167,7 @@ async fn first_reconcile_creates_the_secret_then_publishes_its_hash() {
     let reconciling = start(&key, ctx);
 
     // the cache has no Secret: look at the API server before deciding
-    server
-        .expect(Method::GET, SECRET)
-        .await
-        .not_found("secrets", "web");
-    // the ApiKey still exists: read right before the write
-    server.expect_key_read("ns", "web", Some(&key)).await;
+    secret_missing_then_key_read(&mut server, Some(&key)).await;
 
     let create = server.expect(Method::POST, CREATE_SECRET).await;
     let written: Secret = create.body_as();
@@ -584,11 +589,7 @@ async fn status_written_by_a_reconcile_is_in_sync_on_the_next() {
     let key = apikey();
     let (ctx, mut server, _) = context(vec![key.clone()], vec![]);
     let reconciling = start(&key, ctx);
-    server
-        .expect(Method::GET, SECRET)
-        .await
-        .not_found("secrets", "web");
-    server.expect_key_read("ns", "web", Some(&key)).await;
+    secret_missing_then_key_read(&mut server, Some(&key)).await;
     let create = server.expect(Method::POST, CREATE_SECRET).await;
     let secret = stored(create.body_as(), "1");
     create.respond(StatusCode::CREATED, &secret);
@@ -623,11 +624,7 @@ async fn no_secret_is_written_for_a_key_that_is_gone() {
     // the cache still holds the key; its Secret is gone, and so is the key
     let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
     let reconciling = start(&key, ctx);
-    server
-        .expect(Method::GET, SECRET)
-        .await
-        .not_found("secrets", "web");
-    server.expect_key_read("ns", "web", None).await;
+    secret_missing_then_key_read(&mut server, None).await;
     server.expect_no_more_calls().await;
     let action = finished(reconciling)
         .await
@@ -779,11 +776,7 @@ async fn a_write_the_api_server_refuses_is_a_condition_not_a_loop() {
     let (key, _) = ready_key().await;
     let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
     let reconciling = start(&key, ctx);
-    server
-        .expect(Method::GET, SECRET)
-        .await
-        .not_found("secrets", "web");
-    server.expect_key_read("ns", "web", Some(&key)).await;
+    secret_missing_then_key_read(&mut server, Some(&key)).await;
     server.expect(Method::POST, CREATE_SECRET).await.fail(
         StatusCode::UNPROCESSABLE_ENTITY,
         "Invalid",
@@ -809,11 +802,7 @@ async fn a_terminating_namespace_ends_the_reconcile_quietly() {
     let (key, _) = ready_key().await;
     let (ctx, mut server, metrics) = context(vec![key.clone()], vec![]);
     let reconciling = start(&key, ctx);
-    server
-        .expect(Method::GET, SECRET)
-        .await
-        .not_found("secrets", "web");
-    server.expect_key_read("ns", "web", Some(&key)).await;
+    secret_missing_then_key_read(&mut server, Some(&key)).await;
     server.expect(Method::POST, CREATE_SECRET).await.fail(
         StatusCode::FORBIDDEN,
         "Forbidden",
