@@ -678,6 +678,25 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         plan = decision::decide(key, active, &SecretState::of(key, read), status_client_id);
     }
 
+    // A record is sealed as it is only with the credentials the status published; anything else
+    // an editor put there is repaired instead.
+    let mut adoption = None;
+    if let Plan::Adopt {
+        replaces,
+        generation,
+    } = &plan
+    {
+        adoption = adoptable(key, ctx, fresh.as_ref()).await?;
+        if adoption.is_none() {
+            plan = Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                client_id: status_client_id.keep(),
+                replaces: replaces.clone(),
+                generation: generation + 1,
+            };
+        }
+    }
+
     // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
     // what we read back and a healthy key needs no write.
     let now = now_to_the_second();
@@ -719,27 +738,27 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
             reason,
             client_id,
             replaces,
+            generation,
         } => {
-            issue(
-                key,
-                ctx,
-                &secrets,
-                *reason,
-                client_id.clone(),
-                replaces.clone(),
-                &now,
-            )
-            .await?
+            let new = New {
+                reason: *reason,
+                client_id: client_id.clone(),
+                generation: *generation,
+            };
+            issue(key, ctx, &secrets, new, replaces.clone(), &now).await?
         }
-        Plan::Adopt { replaces } => match fresh.as_ref().and_then(secret::client_secret_of) {
-            Some(plaintext) => {
+        Plan::Adopt {
+            replaces,
+            generation,
+        } => match adoption.take() {
+            Some(adoption) => {
                 adopt(
                     key,
                     ctx,
                     &secrets,
-                    fresh.as_ref(),
-                    plaintext,
+                    adoption,
                     replaces.clone(),
+                    *generation,
                     &now,
                 )
                 .await?
@@ -797,12 +816,19 @@ fn status_client_id<'k>(key: &'k ApiKey, ctx: &Context) -> StatusClientId<'k> {
     else {
         return StatusClientId::Untrusted;
     };
+    let generation = status
+        .secret_generation
+        .and_then(|g| u64::try_from(g).ok())
+        .unwrap_or(0);
     if ctx
         .record_key
-        .check_client_id(uid, client_id, status.client_id_seal.as_deref())
+        .check_status(uid, client_id, generation, status.seal.as_deref())
         == SealCheck::Valid
     {
-        return StatusClientId::Sealed(client_id);
+        return StatusClientId::Sealed {
+            id: client_id,
+            generation,
+        };
     }
     let held_by_another_key = ctx.keys.state().iter().any(|other| {
         other.metadata.uid.as_deref() != Some(uid)
@@ -905,18 +931,26 @@ fn now_to_the_second() -> Time {
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-/// Generates credentials for `reason`, hashes the secret off the runtime, and writes the Secret in
-/// one request (see [`write_secret`]).
+/// What a new client secret is written for.
+struct New {
+    reason: IssueReason,
+    /// The client id to keep, or `None` for a new one.
+    client_id: Option<String>,
+    generation: u64,
+}
+
+/// Generates credentials for `new.reason`, hashes the secret off the runtime, and writes the
+/// Secret in one request (see [`write_secret`]).
 async fn issue(
     key: &ApiKey,
     ctx: &Context,
     secrets: &Api<Secret>,
-    reason: IssueReason,
-    client_id: Option<String>,
+    new: New,
     replaces: Option<String>,
     now: &Time,
 ) -> Result<Written> {
-    let client_id = match client_id {
+    let reason = new.reason;
+    let client_id = match new.client_id {
         Some(id) => id,
         None => credentials::generate_client_id()?,
     };
@@ -929,30 +963,67 @@ async fn issue(
         handled_request: key.regenerate_request().map(secret::handled_form),
         rotated_at: now.clone(),
         reason: reason.metric_label(),
+        generation: new.generation,
     };
     let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
     if let Written::Done(_) = &written {
-        info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, reason = reason.event_reason(), "{}", reason.describe(&key.secret_name()));
+        info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, generation = creds.generation, reason = reason.event_reason(), "{}", reason.describe(&key.secret_name()));
         ctx.metrics.issued(reason.metric_label());
     }
     Ok(written)
 }
 
-/// Seals a record the operator cannot judge (a release before seals, or a lost record key),
-/// keeping the credentials: the client secret is hashed again, so that the hash published is
+/// An unsealed record and its client secret, if it may be sealed as it is: its client id is the
+/// one the status publishes, and it verifies against the hash the status publishes, which whoever
+/// can edit the Secret cannot change. So a record is only ever sealed with the credentials the
+/// operator (or the release before it) published, never with ones an editor chose.
+async fn adoptable(
+    key: &ApiKey,
+    ctx: &Context,
+    fresh: Option<&Secret>,
+) -> Result<Option<Adoption>> {
+    let (Some(secret), Some(status)) = (fresh, key.status.as_ref()) else {
+        return Ok(None);
+    };
+    let Some(plaintext) = secret::client_secret_of(secret) else {
+        return Ok(None);
+    };
+    let found = ManagedSecret::read(secret, &ctx.record_key);
+    let (Some(hash), Some(published_id)) = (status.secret_hash.clone(), status.client_id.as_ref())
+    else {
+        return Ok(None);
+    };
+    if found.client_id.as_ref() != Some(published_id) {
+        return Ok(None);
+    }
+    let verified = ctx.hasher.verify(plaintext.clone(), hash).await?;
+    Ok(verified.then_some(Adoption {
+        found,
+        client_secret: plaintext,
+    }))
+}
+
+/// A record that may be sealed as it is: what was read of it, and its client secret.
+struct Adoption {
+    found: ManagedSecret,
+    client_secret: ClientSecret,
+}
+
+/// Seals a record the operator cannot judge (a release before seals, or a lost record key) whose
+/// credentials are the ones the status published (see [`adoptable`]), keeping them: the client secret is hashed again, so that the hash published is
 /// one the operator computed, and nothing else changes for the key's clients.
 async fn adopt(
     key: &ApiKey,
     ctx: &Context,
     secrets: &Api<Secret>,
-    fresh: Option<&Secret>,
-    client_secret: ClientSecret,
+    Adoption {
+        found,
+        client_secret,
+    }: Adoption,
     replaces: Option<String>,
+    generation: u64,
     now: &Time,
 ) -> Result<Written> {
-    let Some(found) = fresh.map(|s| ManagedSecret::read(s, &ctx.record_key)) else {
-        return Ok(Written::Stale);
-    };
     let Some(client_id) = found.client_id.clone() else {
         return Ok(Written::Stale);
     };
@@ -964,6 +1035,7 @@ async fn adopt(
         handled_request: found.handled_request.clone(),
         rotated_at: found.rotated_at.clone().unwrap_or_else(|| now.clone()),
         reason: ADOPTED,
+        generation,
     };
     let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
     if let Written::Done(_) = &written {

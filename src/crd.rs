@@ -67,11 +67,17 @@ pub struct ApiKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_name: Option<String>,
 
-    /// The operator's seal of `clientId` (HMAC-SHA256 with its record key, bound to this ApiKey's
-    /// UID): lets the operator trust `clientId` when it must write a deleted Secret again. Not a
+    /// The generation of the current client secret: 1 for the key's first, one more for each new
+    /// one (regenerations and repairs). Access tokens name the generation they were issued under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_generation: Option<i64>,
+
+    /// The operator's seal of `clientId` and `secretGeneration` (HMAC-SHA256 with its record key,
+    /// bound to this ApiKey's UID): lets the operator trust them when it must write a deleted
+    /// Secret again, and tell an older copy of the Secret put back from the current one. Not a
     /// secret, and of no use to servers checking keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id_seal: Option<String>,
+    pub seal: Option<String>,
 
     /// argon2id hash of the current client secret as a PHC string
     /// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`), for servers that check presented secrets.

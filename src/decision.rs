@@ -134,6 +134,8 @@ pub enum Plan {
         /// `resourceVersion` of the Secret this decision was taken on, the precondition of its
         /// replacement; `None` when the Secret is missing and must be created.
         replaces: Option<String>,
+        /// The generation of the new client secret: one more than any the key had.
+        generation: u64,
     },
     /// The Secret holds well-formed credentials under a record the operator cannot judge (a
     /// release before seals, or a lost record key), and this ApiKey was never sealed with the
@@ -142,6 +144,8 @@ pub enum Plan {
     Adopt {
         /// `resourceVersion` of the Secret, the precondition of the write.
         replaces: Option<String>,
+        /// The generation the sealed record gets (the one it had, at least 1).
+        generation: u64,
     },
     /// The Secret is the key's own and sealed, but lost the operator's managed-by label (so the
     /// watch no longer sees it): put the label back, nothing else.
@@ -171,9 +175,15 @@ impl Plan {
 /// The client id an ApiKey's status publishes, as far as the operator can trust it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StatusClientId<'a> {
-    /// Sealed with the operator's current record key for this very ApiKey: the operator
-    /// published it, and has sealed this key before.
-    Sealed(&'a str),
+    /// Sealed with the operator's current record key for this very ApiKey, with the generation
+    /// of the client secret the status published: the operator published both, and has sealed
+    /// this key before.
+    Sealed {
+        /// The client id.
+        id: &'a str,
+        /// `status.secretGeneration`.
+        generation: u64,
+    },
     /// Not sealed by the current key (written by a release before seals, under a lost key, or by
     /// anyone with rights on `apikeys/status`), and held by no other key the operator sees.
     Unique(&'a str),
@@ -183,9 +193,9 @@ pub enum StatusClientId<'a> {
 
 impl<'a> StatusClientId<'a> {
     /// The client id to keep for a Secret written again, if any.
-    fn keep(self) -> Option<String> {
+    pub fn keep(self) -> Option<String> {
         match self {
-            StatusClientId::Sealed(id) | StatusClientId::Unique(id)
+            StatusClientId::Sealed { id, .. } | StatusClientId::Unique(id)
                 if credentials::is_well_formed_client_id(id) =>
             {
                 Some(id.to_owned())
@@ -195,7 +205,15 @@ impl<'a> StatusClientId<'a> {
     }
 
     fn sealed(self) -> bool {
-        matches!(self, StatusClientId::Sealed(_))
+        matches!(self, StatusClientId::Sealed { .. })
+    }
+
+    /// The secret generation the status published under the operator's seal (0: none).
+    fn generation(self) -> u64 {
+        match self {
+            StatusClientId::Sealed { generation, .. } => generation,
+            _ => 0,
+        }
     }
 }
 
@@ -212,6 +230,7 @@ pub fn decide(
         return Plan::Duplicate { active };
     }
     let keep = status_client_id.keep();
+    let published = status_client_id.generation();
     match secret {
         SecretState::Foreign => Plan::Conflict,
         SecretState::Missing => {
@@ -227,39 +246,57 @@ pub fn decide(
                 },
                 client_id: keep,
                 replaces: None,
+                generation: published + 1,
             }
         }
-        SecretState::Owned(managed) => match managed.integrity {
-            // Edited; or a record the operator cannot judge on a key it has already sealed with
-            // its current key, which only an edit explains.
-            Integrity::Altered => Plan::Issue {
+        SecretState::Owned(managed) => {
+            let altered = Plan::Issue {
                 reason: IssueReason::SecretAltered,
-                client_id: keep,
+                client_id: keep.clone(),
                 replaces: managed.resource_version.clone(),
-            },
-            Integrity::Unsealed if status_client_id.sealed() => Plan::Issue {
-                reason: IssueReason::SecretAltered,
-                client_id: keep,
-                replaces: managed.resource_version.clone(),
-            },
-            Integrity::Unsealed => Plan::Adopt {
-                replaces: managed.resource_version.clone(),
-            },
-            Integrity::Sealed if !managed.labelled => Plan::Relabel {
-                replaces: managed.resource_version.clone(),
-            },
-            Integrity::Sealed => match key.regenerate_request() {
-                Some(request) if !secret::answers(managed.handled_request.as_deref(), request) => {
-                    Plan::Issue {
-                        reason: IssueReason::Regenerated,
-                        client_id: managed.client_id.clone(),
-                        replaces: managed.resource_version.clone(),
+                generation: published.max(managed.generation) + 1,
+            };
+            match managed.integrity {
+                // Edited; or a record the operator cannot judge on a key it has already sealed with
+                // its current key, which only an edit explains.
+                Integrity::Altered => altered,
+                Integrity::Unsealed if status_client_id.sealed() => altered,
+                Integrity::Unsealed => Plan::Adopt {
+                    replaces: managed.resource_version.clone(),
+                    generation: managed.generation.max(1),
+                },
+                // An older sealed record put back (a copy saved before a rotation): the status
+                // has published a later generation. A later one than the status is the operator's
+                // own write that the status has not caught up with yet.
+                Integrity::Sealed if is_replayed(key, managed, published) => altered,
+                Integrity::Sealed if !managed.labelled => Plan::Relabel {
+                    replaces: managed.resource_version.clone(),
+                },
+                Integrity::Sealed => match key.regenerate_request() {
+                    Some(request)
+                        if !secret::answers(managed.handled_request.as_deref(), request) =>
+                    {
+                        Plan::Issue {
+                            reason: IssueReason::Regenerated,
+                            client_id: managed.client_id.clone(),
+                            replaces: managed.resource_version.clone(),
+                            generation: published.max(managed.generation) + 1,
+                        }
                     }
-                }
-                _ => Plan::InSync(managed.clone()),
-            },
-        },
+                    _ => Plan::InSync(managed.clone()),
+                },
+            }
+        }
     }
+}
+
+/// Whether a sealed record is older than what the status published under the operator's seal
+/// (`published`, 0 when nothing is sealed): an earlier generation, or the same one with another
+/// hash.
+fn is_replayed(key: &ApiKey, managed: &ManagedSecret, published: u64) -> bool {
+    let shown = key.status.as_ref().and_then(|s| s.secret_hash.as_ref());
+    managed.generation < published
+        || (managed.generation == published && shown.is_some() && shown != managed.hash.as_ref())
 }
 
 /// Whether a plan decided from the caches must be decided again on a fresh read of the Secret
@@ -327,7 +364,12 @@ mod tests {
     use super::*;
     use crate::crd::{ApiKeyStatus, REGENERATE_ANNOTATION};
     use crate::test_support::{key, managed};
-    use StatusClientId::{Sealed, Unique, Untrusted};
+    use StatusClientId::{Unique, Untrusted};
+
+    /// A client id sealed in the status, at generation 1.
+    fn sealed(id: &str) -> StatusClientId<'_> {
+        StatusClientId::Sealed { id, generation: 1 }
+    }
 
     const ID: &str = "akid_AAAAAAAAAAAAAAAAAAAAAA";
 
@@ -426,7 +468,8 @@ mod tests {
             Plan::Issue {
                 reason: IssueReason::Created,
                 client_id: None,
-                replaces: None
+                replaces: None,
+                generation: 1,
             }
         );
     }
@@ -452,7 +495,8 @@ mod tests {
             Plan::Issue {
                 reason: IssueReason::Regenerated,
                 client_id: id,
-                replaces: Some("1".into())
+                replaces: Some("1".into()),
+                generation: 2,
             }
         );
     }
@@ -508,11 +552,12 @@ mod tests {
     fn a_deleted_secret_keeps_a_sealed_client_id_and_only_that() {
         let k = with_client_id(key("a", "alice", 1), ID);
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing, Sealed(ID)),
+            decide(&k, Ok(()), &SecretState::Missing, sealed(ID)),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: Some(ID.into()),
-                replaces: None
+                replaces: None,
+                generation: 2,
             }
         );
         // a client id in the status without a seal of the current key (forged, or from before
@@ -522,15 +567,17 @@ mod tests {
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: None,
-                replaces: None
+                replaces: None,
+                generation: 1,
             }
         );
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Missing, Sealed("akid_short")),
+            decide(&k, Ok(()), &SecretState::Missing, sealed("akid_short")),
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: None,
-                replaces: None
+                replaces: None,
+                generation: 2,
             },
             "a malformed id is never kept"
         );
@@ -545,7 +592,8 @@ mod tests {
             Plan::Issue {
                 reason: IssueReason::SecretDeleted,
                 client_id: Some(ID.into()),
-                replaces: None
+                replaces: None,
+                generation: 1,
             }
         );
         // and an unsealed record beside it is adopted, not taken for an edit
@@ -566,12 +614,13 @@ mod tests {
                 &k,
                 Ok(()),
                 &SecretState::Owned(m.clone()),
-                Sealed(id.as_deref().unwrap())
+                sealed(id.as_deref().unwrap())
             ),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: id,
-                replaces: Some("1".into())
+                replaces: Some("1".into()),
+                generation: 2,
             }
         );
         // the Secret's own client id is not trusted: it may be another key's
@@ -580,7 +629,8 @@ mod tests {
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: None,
-                replaces: Some("1".into())
+                replaces: Some("1".into()),
+                generation: 2,
             }
         );
     }
@@ -594,7 +644,8 @@ mod tests {
         assert_eq!(
             decide(&k, Ok(()), &SecretState::Owned(m.clone()), Untrusted),
             Plan::Adopt {
-                replaces: Some("1".into())
+                replaces: Some("1".into()),
+                generation: 1,
             }
         );
         // a key already sealed with the current key: an unsealed record is an edit
@@ -604,14 +655,63 @@ mod tests {
                 &k,
                 Ok(()),
                 &SecretState::Owned(m),
-                Sealed(id.as_deref().unwrap())
+                sealed(id.as_deref().unwrap())
             ),
             Plan::Issue {
                 reason: IssueReason::SecretAltered,
                 client_id: id,
-                replaces: Some("1".into())
+                replaces: Some("1".into()),
+                generation: 2,
             }
         );
+    }
+
+    #[test]
+    fn an_older_sealed_record_put_back_is_an_edit_a_newer_one_is_not() {
+        let mut k = key("a", "alice", 1);
+        let current = managed(&k, None);
+        k.status = Some(ApiKeyStatus {
+            client_id: current.client_id.clone(),
+            secret_hash: current.hash.clone(),
+            ..Default::default()
+        });
+        let id = current.client_id.clone().unwrap();
+        let at = |generation| StatusClientId::Sealed {
+            id: &id,
+            generation,
+        };
+        let mut old = managed(&k, None);
+        old.generation = 1;
+        old.hash = Some("$argon2id$v=19$m=64,t=1,p=1$b2xkc2FsdA$b2xkaGFzaA".into());
+        // the status published generation 2: a sealed copy of generation 1 is a replay
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(old.clone()), at(2)),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                generation: 3,
+                ..
+            }
+        ));
+        // the same generation with another hash than the status shows: a replay too
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(old.clone()), at(1)),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                ..
+            }
+        ));
+        // the status's own record, or a newer one (the status not caught up yet): in sync
+        let mut same = current.clone();
+        same.generation = 1;
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(same), at(1)),
+            Plan::InSync(_)
+        ));
+        old.generation = 3;
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(old), at(2)),
+            Plan::InSync(_)
+        ));
     }
 
     #[test]
@@ -631,7 +731,7 @@ mod tests {
     fn foreign_secret_is_a_conflict_even_with_a_pending_request() {
         let k = with_request(key("a", "alice", 1), "v9");
         assert_eq!(
-            decide(&k, Ok(()), &SecretState::Foreign, Sealed(ID)),
+            decide(&k, Ok(()), &SecretState::Foreign, sealed(ID)),
             Plan::Conflict
         );
     }

@@ -118,7 +118,12 @@ impl Events {
 fn event_name(object: &str, suffix: &str) -> String {
     const MAX: usize = 253;
     let keep = MAX.saturating_sub(suffix.len() + 1).min(object.len());
-    let prefix = object[..keep].trim_end_matches(['.', '-']);
+    // object names are ASCII (DNS-1123); should one not be, it is kept whole rather than cut
+    // inside a character
+    let prefix = object
+        .get(..keep)
+        .unwrap_or(object)
+        .trim_end_matches(['.', '-']);
     format!("{prefix}.{suffix}")
 }
 

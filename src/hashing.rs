@@ -136,6 +136,21 @@ impl Hasher {
     }
 }
 
+impl Hasher {
+    /// Whether `secret` matches the PHC string `phc` (see [`verify`]), computed on the same
+    /// bounded pool of blocking threads as the hashes.
+    pub async fn verify(&self, secret: ClientSecret, phc: String) -> Result<bool> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Hash(e.to_string()))?;
+        tokio::task::spawn_blocking(move || verify(secret.expose(), &phc))
+            .await
+            .map_err(|e| Error::Hash(format!("hashing worker failed: {e}")))
+    }
+}
+
 fn hash_now(
     argon2: &Argon2<'_>,
     params: HashParams,

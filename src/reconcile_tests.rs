@@ -60,6 +60,7 @@ async fn hashed_creds(client_id: &str, handled: Option<&str>, rotated_at: Time) 
         handled_request: handled.map(Into::into),
         rotated_at,
         reason: "created",
+        generation: 1,
     }
 }
 
@@ -249,7 +250,11 @@ async fn resumes_after_a_crash_between_secret_and_status(
 ) {
     let mut key = with_request(apikey(), "v2");
     key.status = previous;
-    let creds = hashed_creds(&client_id, Some("v2"), time(2_000)).await;
+    // the generation after the one the status shows (1)
+    let creds = Credentials {
+        generation: 2,
+        ..hashed_creds(&client_id, Some("v2"), time(2_000)).await
+    };
     let secret = stored(
         secret::build(&key, &creds, None, record_key()).unwrap(),
         "5",
@@ -673,7 +678,7 @@ async fn a_record_from_before_seals_is_sealed_without_a_new_secret() {
         secret_hash: Some(creds.hash.clone()),
         ..ready_status(&key, &legacy, time(1_000))
     });
-    key.status.as_mut().unwrap().client_id_seal = None;
+    key.status.as_mut().unwrap().seal = None;
     let (ctx, mut server, metrics) = context(vec![key.clone()], vec![legacy.clone()]);
     let reconciling = start(&key, ctx);
 
@@ -706,7 +711,8 @@ async fn a_record_from_before_seals_is_sealed_without_a_new_secret() {
     // no event: nothing happened that the key's users need to know
     let (patch, status) = expect_status_apply(&mut server, &key).await;
     assert_eq!(status["secretHash"], hash.as_str(), "{status}");
-    assert!(status["clientIdSeal"].is_string(), "{status}");
+    assert!(status["seal"].is_string(), "{status}");
+    assert_eq!(status["secretGeneration"], 1, "{status}");
     patch.status_applied(&key);
     server.expect_no_more_calls().await;
     finished(reconciling).await.expect("reconcile succeeds");
@@ -715,9 +721,60 @@ async fn a_record_from_before_seals_is_sealed_without_a_new_secret() {
 }
 
 #[tokio::test]
+async fn an_unsealed_record_with_credentials_the_status_never_published_is_repaired() {
+    // what the status publishes (as the previous release wrote it)
+    let key = apikey();
+    let client_id = generate_client_id().unwrap();
+    let published = hashed_creds(&client_id, None, time(1_000)).await;
+    let mut key = key;
+    key.status = Some(ApiKeyStatus {
+        client_id: Some(client_id.clone()),
+        secret_hash: Some(published.hash.clone()),
+        ..ApiKeyStatus::default()
+    });
+    // an editor's own client secret, with an old-style fingerprint they computed
+    let chosen = hashed_creds(&client_id, None, time(1_000)).await;
+    let forged = legacy_secret(&key, &chosen);
+    let (ctx, mut server, metrics) = context(vec![key.clone()], vec![forged.clone()]);
+    let reconciling = start(&key, ctx);
+    server.expect(Method::GET, SECRET).await.ok(&forged);
+    // the plaintext does not verify against the published hash: not adopted, repaired
+    server.expect_key_read("ns", "web", Some(&key)).await;
+    let apply = server.expect(Method::PATCH, APPLY_SECRET).await;
+    let written: Secret = apply.body_as();
+    let secret = data(&written, CLIENT_SECRET_KEY);
+    assert_ne!(
+        secret,
+        chosen.client_secret.expose(),
+        "never the editor's secret"
+    );
+    assert_ne!(secret, published.client_secret.expose());
+    assert_eq!(
+        data(&written, CLIENT_ID_KEY),
+        client_id,
+        "a unique client id is kept"
+    );
+    assert_eq!(
+        annotation(&written, secret::REASON_ANNOTATION),
+        "repaired_altered"
+    );
+    apply.ok(&stored(written, "6"));
+    server.expect_event("ns", "Normal", "Repaired").await;
+    let (patch, _) = expect_status_apply(&mut server, &key).await;
+    patch.status_applied(&key);
+    server.expect_no_more_calls().await;
+    finished(reconciling).await.expect("reconcile succeeds");
+    assert_eq!(reconciled(&metrics, "adopted"), 0);
+}
+
+#[tokio::test]
 async fn a_sealed_secret_that_lost_its_label_gets_it_back_and_nothing_else() {
     let (key, _) = ready_key().await;
-    let creds = hashed_creds(&generate_client_id().unwrap(), None, time(1_000)).await;
+    // the operator's own write after the one the status shows (generation 1)
+    let creds = Credentials {
+        generation: 2,
+        ..hashed_creds(&generate_client_id().unwrap(), None, time(1_000)).await
+    };
     let mut unlabelled = stored(
         secret::build(&key, &creds, None, record_key()).unwrap(),
         "8",

@@ -51,21 +51,30 @@ pub struct Record<'a> {
     /// Why it was written (`created`, `regenerated`, `repaired_deleted`, `repaired_altered`,
     /// `adopted`).
     pub reason: &'a str,
+    /// The generation of the client secret: 1 for the key's first, one more for each write of a
+    /// new one. The status publishes it, sealed, so that an older sealed record put back is told
+    /// apart from the current one.
+    pub generation: u64,
 }
 
 impl Record<'_> {
-    fn fields(&self) -> [&[u8]; 9] {
-        [
-            self.namespace.as_bytes(),
-            self.secret_name.as_bytes(),
-            self.owner_uid.as_bytes(),
-            self.client_id.as_bytes(),
-            self.client_secret.expose().as_bytes(),
-            self.hash.as_bytes(),
-            self.handled.as_bytes(),
-            self.rotated_at.as_bytes(),
-            self.reason.as_bytes(),
-        ]
+    fn mac(&self, key: &RecordKey) -> HmacSha256 {
+        let generation = self.generation.to_be_bytes();
+        key.mac(
+            SECRET_DOMAIN,
+            &[
+                self.namespace.as_bytes(),
+                self.secret_name.as_bytes(),
+                self.owner_uid.as_bytes(),
+                self.client_id.as_bytes(),
+                self.client_secret.expose().as_bytes(),
+                self.hash.as_bytes(),
+                self.handled.as_bytes(),
+                self.rotated_at.as_bytes(),
+                self.reason.as_bytes(),
+                &generation,
+            ],
+        )
     }
 }
 
@@ -141,12 +150,12 @@ impl RecordKey {
         mac
     }
 
-    fn seal_of(&self, domain: &str, fields: &[&[u8]]) -> String {
-        let tag = self.mac(domain, fields).finalize().into_bytes();
+    fn seal_of(&self, mac: HmacSha256) -> String {
+        let tag = mac.finalize().into_bytes();
         format!("{VERSION}.{}.{}", self.id, URL_SAFE_NO_PAD.encode(tag))
     }
 
-    fn check_of(&self, domain: &str, fields: &[&[u8]], seal: Option<&str>) -> SealCheck {
+    fn check_of(&self, mac: HmacSha256, seal: Option<&str>) -> SealCheck {
         let Some((id, tag)) = seal.and_then(|s| {
             let mut parts = s.splitn(3, '.');
             match (parts.next(), parts.next(), parts.next()) {
@@ -162,7 +171,7 @@ impl RecordKey {
         let Ok(tag) = URL_SAFE_NO_PAD.decode(tag) else {
             return SealCheck::Invalid;
         };
-        match self.mac(domain, fields).verify_slice(&tag) {
+        match mac.verify_slice(&tag) {
             Ok(()) => SealCheck::Valid,
             Err(_) => SealCheck::Invalid,
         }
@@ -170,40 +179,46 @@ impl RecordKey {
 
     /// The seal of a Secret's record.
     pub fn seal(&self, record: &Record<'_>) -> String {
-        self.seal_of(SECRET_DOMAIN, &record.fields())
+        self.seal_of(record.mac(self))
     }
 
     /// Checks the seal found beside a Secret's record.
     pub fn check(&self, record: &Record<'_>, seal: Option<&str>) -> SealCheck {
-        self.check_of(SECRET_DOMAIN, &record.fields(), seal)
+        self.check_of(record.mac(self), seal)
     }
 
-    /// The seal of a client id published in the status of the ApiKey with UID `owner_uid`.
-    pub fn seal_client_id(&self, owner_uid: &str, client_id: &str) -> String {
-        self.seal_of(
-            CLIENT_ID_DOMAIN,
-            &[owner_uid.as_bytes(), client_id.as_bytes()],
+    fn status_mac(&self, owner_uid: &str, client_id: &str, generation: u64) -> HmacSha256 {
+        self.mac(
+            STATUS_DOMAIN,
+            &[
+                owner_uid.as_bytes(),
+                client_id.as_bytes(),
+                &generation.to_be_bytes(),
+            ],
         )
     }
 
-    /// Checks the seal of a client id published in an ApiKey's status.
-    pub fn check_client_id(
+    /// The seal of the client id and secret generation published in the status of the ApiKey
+    /// with UID `owner_uid`.
+    pub fn seal_status(&self, owner_uid: &str, client_id: &str, generation: u64) -> String {
+        self.seal_of(self.status_mac(owner_uid, client_id, generation))
+    }
+
+    /// Checks the seal of the client id and secret generation published in an ApiKey's status.
+    pub fn check_status(
         &self,
         owner_uid: &str,
         client_id: &str,
+        generation: u64,
         seal: Option<&str>,
     ) -> SealCheck {
-        self.check_of(
-            CLIENT_ID_DOMAIN,
-            &[owner_uid.as_bytes(), client_id.as_bytes()],
-            seal,
-        )
+        self.check_of(self.status_mac(owner_uid, client_id, generation), seal)
     }
 }
 
 /// Domain separation: a seal of one kind is never valid as the other.
 const SECRET_DOMAIN: &str = "apikey-operator secret record v1\n";
-const CLIENT_ID_DOMAIN: &str = "apikey-operator status client id v1\n";
+const STATUS_DOMAIN: &str = "apikey-operator status v1\n";
 
 #[cfg(test)]
 mod tests {
@@ -221,6 +236,7 @@ mod tests {
             handled: "r1",
             rotated_at: "2026-11-29T10:00:00Z",
             reason: "created",
+            generation: 3,
         };
         f(&mut r);
         r
@@ -235,7 +251,7 @@ mod tests {
         let seal = key.seal(&record);
         assert!(seal.starts_with(&format!("v1.{}.", key.id())), "{seal}");
         assert_eq!(key.check(&record, Some(&seal)), SealCheck::Valid);
-        let edits: [fn(&mut Record<'_>); 8] = [
+        let edits: [fn(&mut Record<'_>); 9] = [
             |r| r.namespace = "other",
             |r| r.secret_name = "other",
             |r| r.owner_uid = "uid-other",
@@ -244,6 +260,7 @@ mod tests {
             |r| r.handled = "r2",
             |r| r.rotated_at = "1999-01-01T00:00:00Z",
             |r| r.reason = "regenerated",
+            |r| r.generation = 2,
         ];
         for edit in edits {
             let edited = with(&secret, |r| edit(r));
@@ -278,19 +295,24 @@ mod tests {
     }
 
     #[test]
-    fn client_id_seals_bind_the_id_to_its_key_and_differ_from_record_seals() {
+    fn status_seals_bind_id_and_generation_to_their_key() {
         let key = RecordKey::generate().unwrap();
-        let seal = key.seal_client_id("uid-a", "akid_AAAAAAAAAAAAAAAAAAAAAA");
+        let id = "akid_AAAAAAAAAAAAAAAAAAAAAA";
+        let seal = key.seal_status("uid-a", id, 4);
         assert_eq!(
-            key.check_client_id("uid-a", "akid_AAAAAAAAAAAAAAAAAAAAAA", Some(&seal)),
+            key.check_status("uid-a", id, 4, Some(&seal)),
             SealCheck::Valid
         );
         assert_eq!(
-            key.check_client_id("uid-b", "akid_AAAAAAAAAAAAAAAAAAAAAA", Some(&seal)),
+            key.check_status("uid-b", id, 4, Some(&seal)),
             SealCheck::Invalid
         );
         assert_eq!(
-            key.check_client_id("uid-a", "akid_BBBBBBBBBBBBBBBBBBBBBB", Some(&seal)),
+            key.check_status("uid-a", "akid_BBBBBBBBBBBBBBBBBBBBBB", 4, Some(&seal)),
+            SealCheck::Invalid
+        );
+        assert_eq!(
+            key.check_status("uid-a", id, 5, Some(&seal)),
             SealCheck::Invalid
         );
     }

@@ -53,6 +53,9 @@ pub const ROTATED_AT_ANNOTATION: &str = "apikey.dev/rotated-at";
 /// `repaired_deleted`, `repaired_altered`, or `adopted` for a record re-sealed without rotation).
 pub const REASON_ANNOTATION: &str = "apikey.dev/rotation-reason";
 
+/// Annotation: the generation of the client secret (1, 2, ...), one more for each new secret.
+pub const GENERATION_ANNOTATION: &str = "apikey.dev/generation";
+
 /// Longest regenerate value kept as it is in [`HANDLED_ANNOTATION`], in bytes.
 pub const HANDLED_VERBATIM_MAX: usize = 128;
 
@@ -119,6 +122,8 @@ pub struct ManagedSecret {
     pub rotated_at: Option<Time>,
     /// [`REASON_ANNOTATION`].
     pub reason: Option<String>,
+    /// [`GENERATION_ANNOTATION`]; 0 when absent (a record of a release before generations).
+    pub generation: u64,
     /// A short id of this very write of the credentials (from its seal), to name the one event
     /// that reports it; `None` unless sealed.
     pub rotation_id: Option<String>,
@@ -145,6 +150,9 @@ impl ManagedSecret {
         let handled = annotation(HANDLED_ANNOTATION).unwrap_or_default();
         let rotated_at = annotation(ROTATED_AT_ANNOTATION).unwrap_or_default();
         let reason = annotation(REASON_ANNOTATION);
+        let generation = annotation(GENERATION_ANNOTATION)
+            .and_then(|g| g.parse::<u64>().ok())
+            .unwrap_or(0);
         let seal = annotation(SEAL_ANNOTATION);
         let controller_uid = secret
             .owner_references()
@@ -169,6 +177,7 @@ impl ManagedSecret {
                         handled: &handled,
                         rotated_at: &rotated_at,
                         reason: reason.as_deref().unwrap_or_default(),
+                        generation,
                     };
                     match record_key.check(&record, seal.as_deref()) {
                         SealCheck::Valid => Integrity::Sealed,
@@ -213,6 +222,7 @@ impl ManagedSecret {
                 .and_then(|t| t.parse().ok())
                 .map(Time),
             reason,
+            generation,
             rotation_id,
             integrity,
             labelled: secret.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER),
@@ -253,6 +263,8 @@ pub struct Credentials {
     pub rotated_at: Time,
     /// Why it is written ([`REASON_ANNOTATION`]).
     pub reason: &'static str,
+    /// The generation of the client secret ([`GENERATION_ANNOTATION`]).
+    pub generation: u64,
 }
 
 /// The Secret holding `creds` for `key`, controlled by `key`, its record sealed with
@@ -287,6 +299,7 @@ pub fn build(
         handled: &handled,
         rotated_at: &rotated_at,
         reason: creds.reason,
+        generation: creds.generation,
     });
     let annotations = BTreeMap::from([
         (HASH_ANNOTATION.to_string(), creds.hash.clone()),
@@ -294,6 +307,10 @@ pub fn build(
         (HANDLED_ANNOTATION.to_string(), handled),
         (ROTATED_AT_ANNOTATION.to_string(), rotated_at),
         (REASON_ANNOTATION.to_string(), creds.reason.to_string()),
+        (
+            GENERATION_ANNOTATION.to_string(),
+            creds.generation.to_string(),
+        ),
     ]);
     let data = BTreeMap::from([
         (
@@ -459,6 +476,7 @@ mod tests {
             (ROTATED_AT_ANNOTATION, "1999-01-01T00:00:00Z"),
             (HANDLED_ANNOTATION, "not-yet-asked"),
             (REASON_ANNOTATION, "regenerated"),
+            (GENERATION_ANNOTATION, "99"),
         ] {
             assert_eq!(
                 edited(|s| set_annotation(s, annotation, value)),

@@ -84,11 +84,16 @@ pub fn desired(
             None,
         ),
     };
-    let client_id_seal = match (outcome, &client_id, key.metadata.uid.as_deref()) {
-        (Outcome::Ready(_), Some(id), Some(uid)) => Some(record_key.seal_client_id(uid, id)),
-        (Outcome::Ready(_), _, _) | (Outcome::Duplicate(_), _, _) => None,
-        // not re-sealed: the operator did not read the client id from a sealed record
-        (Outcome::Conflict | Outcome::Rejected(_), _, _) => current.client_id_seal.clone(),
+    let (secret_generation, seal) = match (outcome, &client_id, key.metadata.uid.as_deref()) {
+        (Outcome::Ready(m), Some(id), Some(uid)) => (
+            Some(m.generation as i64),
+            Some(record_key.seal_status(uid, id, m.generation)),
+        ),
+        (Outcome::Ready(_), _, _) | (Outcome::Duplicate(_), _, _) => (None, None),
+        // not re-sealed: the operator did not read them from a sealed record
+        (Outcome::Conflict | Outcome::Rejected(_), _, _) => {
+            (current.secret_generation, current.seal.clone())
+        }
     };
     let status = if ready { "True" } else { "False" };
     let previous = current
@@ -101,7 +106,8 @@ pub fn desired(
         .unwrap_or_else(|| now.clone());
     ApiKeyStatus {
         client_id,
-        client_id_seal,
+        secret_generation,
+        seal,
         secret_name: Some(secret_name),
         secret_hash: hash,
         last_rotated_at: rotated,
@@ -132,9 +138,14 @@ mod tests {
         assert_eq!(s.secret_name.as_deref(), Some("web"));
         assert_eq!(s.last_rotated_at, m.rotated_at);
         assert_eq!(s.observed_generation, Some(1));
-        let seal = s.client_id_seal.as_deref();
+        assert_eq!(s.secret_generation, Some(1));
         assert_eq!(
-            record_key().check_client_id("uid-web", m.client_id.as_deref().unwrap(), seal),
+            record_key().check_status(
+                "uid-web",
+                m.client_id.as_deref().unwrap(),
+                1,
+                s.seal.as_deref()
+            ),
             crate::record::SealCheck::Valid
         );
         let c = &s.conditions[0];
@@ -184,10 +195,7 @@ mod tests {
             "a conflicted key publishes no hash"
         );
         assert_eq!(conflict.client_id, m.client_id, "but keeps its client id");
-        assert_eq!(
-            conflict.client_id_seal,
-            k.status.as_ref().unwrap().client_id_seal
-        );
+        assert_eq!(conflict.seal, k.status.as_ref().unwrap().seal);
 
         let rejected = desired(
             &k,

@@ -47,6 +47,7 @@ pub fn creds(handled: Option<&str>) -> Credentials {
         handled_request: handled.map(Into::into),
         rotated_at: time(1_000),
         reason: "created",
+        generation: 1,
     }
 }
 

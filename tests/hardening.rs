@@ -100,6 +100,52 @@ fn a_forged_record_is_repaired_and_never_published() {
 }
 
 #[test]
+fn an_old_copy_of_the_secret_put_back_is_repaired_not_published() {
+    let (ns, op, (id, s0)) = namespace_with_one_key("replay", "rita");
+    // a copy saved (say, when it leaked), then the Secret deleted to get a new secret
+    let saved: serde_json::Value =
+        serde_json::from_str(&ns.ok(&["get", "secret", "k", "-o", "json"])).expect("json");
+    ns.ok(&["delete", "secret", "k"]);
+    let (_, s1) = wait_new_secret(&ns, "k", &s0);
+    wait_ready(&ns, &["k"]);
+    assert_eq!(assert_consistent(&ns, "k", "k").1, s1);
+    // the saved copy put back whole: its seal is genuine, only its generation is old
+    let mut replay = saved.clone();
+    let meta = replay["metadata"].as_object_mut().expect("metadata");
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        meta.remove(field);
+    }
+    ok_with(
+        &["-n", &ns.name, "replace", "-f", "-"],
+        Some(&replay.to_string()),
+    );
+    let (same_id, s2) = wait_new_secret(&ns, "k", &s0);
+    let s2 = if s2 == s1 {
+        wait_new_secret(&ns, "k", &s1).1
+    } else {
+        s2
+    };
+    assert_eq!(same_id, id);
+    assert_ne!(s2, s0, "the old secret is never published again");
+    assert_ne!(s2, s1);
+    assert_eq!(assert_consistent(&ns, "k", "k").1, s2);
+    assert_eq!(
+        ns.jsonpath("apikey/k", "{.status.secretGeneration}"),
+        "3",
+        "created, repaired after the deletion, repaired after the replay"
+    );
+    eventually("the repairs' events", Duration::from_secs(30), || {
+        (events(&ns, "k", "Repaired") == 2).then_some(())
+    });
+    op.assert_log_free_of(&[s0, s1, s2]);
+}
+
+#[test]
 fn a_forged_status_client_id_is_never_written_into_a_secret() {
     install_crd();
     let ns = TempNamespace::new("forgeid");
@@ -114,13 +160,13 @@ fn a_forged_status_client_id_is_never_written_into_a_secret() {
     wait_ready(&ns, &["a", "b"]);
     let (a_id, a_secret) = assert_consistent(&ns, "a", "a");
     let (b_id, _) = assert_consistent(&ns, "b", "b");
-    let a_seal = ns.jsonpath("apikey/a", "{.status.clientIdSeal}");
+    let a_seal = ns.jsonpath("apikey/a", "{.status.seal}");
     assert!(!a_seal.is_empty());
 
     // while the operator is down, b's status is given a's client id and a's seal of it, and b's
     // Secret is deleted
     op.kill();
-    let forged = format!(r#"{{"status":{{"clientId":"{a_id}","clientIdSeal":"{a_seal}"}}}}"#);
+    let forged = format!(r#"{{"status":{{"clientId":"{a_id}","seal":"{a_seal}"}}}}"#);
     ns.ok(&[
         "patch",
         "apikey",
@@ -453,6 +499,7 @@ fn a_rotation_whose_event_was_lost_gets_it_when_the_status_catches_up() {
             .expect("now"),
         ),
         reason: "regenerated",
+        generation: 2,
     };
     let written = secret::build(
         &key,

@@ -154,7 +154,7 @@ fn keys_of_the_previous_release_and_of_a_lost_record_key_are_taken_over_without_
         let (id, secret) = assert_consistent(&ns, &name, &name);
         assert_eq!(id, before[&name].0, "{name}: the client id stays");
         assert!(
-            !ns.jsonpath(&format!("apikey/{name}"), "{.status.clientIdSeal}")
+            !ns.jsonpath(&format!("apikey/{name}"), "{.status.seal}")
                 .is_empty(),
             "{name}: the status is sealed too"
         );

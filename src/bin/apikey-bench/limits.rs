@@ -88,6 +88,7 @@ impl Work<'_> {
             handled_request: handled.map(Into::into),
             rotated_at: now(),
             reason: "created",
+            generation: 1,
         })
     }
 
