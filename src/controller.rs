@@ -692,7 +692,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
                 reason: IssueReason::SecretAltered,
                 client_id: status_client_id.keep(),
                 replaces: replaces.clone(),
-                generation: generation + 1,
+                generation: *generation,
             };
         }
     }

@@ -144,7 +144,8 @@ pub enum Plan {
     Adopt {
         /// `resourceVersion` of the Secret, the precondition of the write.
         replaces: Option<String>,
-        /// The generation the sealed record gets (the one it had, at least 1).
+        /// The generation the sealed record gets: one more than the status published under the
+        /// operator's seal (which, for a key to be adopted, is none: 1).
         generation: u64,
     },
     /// The Secret is the key's own and sealed, but lost the operator's managed-by label (so the
@@ -231,6 +232,14 @@ pub fn decide(
     }
     let keep = status_client_id.keep();
     let published = status_client_id.generation();
+    // One more than any generation the operator itself wrote (a sealed record's, or the sealed
+    // status's); an unsealed record's is anyone's number and never counts.
+    let next = |managed: Option<&ManagedSecret>| {
+        let sealed = managed
+            .filter(|m| m.integrity == Integrity::Sealed)
+            .map_or(0, |m| m.generation);
+        next_generation(published.max(sealed))
+    };
     match secret {
         SecretState::Foreign => Plan::Conflict,
         SecretState::Missing => {
@@ -246,7 +255,7 @@ pub fn decide(
                 },
                 client_id: keep,
                 replaces: None,
-                generation: published + 1,
+                generation: next(None),
             }
         }
         SecretState::Owned(managed) => {
@@ -254,7 +263,7 @@ pub fn decide(
                 reason: IssueReason::SecretAltered,
                 client_id: keep.clone(),
                 replaces: managed.resource_version.clone(),
-                generation: published.max(managed.generation) + 1,
+                generation: next(Some(managed)),
             };
             match managed.integrity {
                 // Edited; or a record the operator cannot judge on a key it has already sealed with
@@ -263,7 +272,7 @@ pub fn decide(
                 Integrity::Unsealed if status_client_id.sealed() => altered,
                 Integrity::Unsealed => Plan::Adopt {
                     replaces: managed.resource_version.clone(),
-                    generation: managed.generation.max(1),
+                    generation: next(None),
                 },
                 // An older sealed record put back (a copy saved before a rotation): the status
                 // has published a later generation. A later one than the status is the operator's
@@ -280,7 +289,7 @@ pub fn decide(
                             reason: IssueReason::Regenerated,
                             client_id: managed.client_id.clone(),
                             replaces: managed.resource_version.clone(),
-                            generation: published.max(managed.generation) + 1,
+                            generation: next(Some(managed)),
                         }
                     }
                     _ => Plan::InSync(managed.clone()),
@@ -288,6 +297,13 @@ pub fn decide(
             }
         }
     }
+}
+
+/// The generation after `generation`, never above `i64::MAX` (the status publishes it as a
+/// Kubernetes integer): at a billion rotations a second that is three hundred years away, so the
+/// cap only ever stops a forged number from wrapping around.
+pub fn next_generation(generation: u64) -> u64 {
+    generation.saturating_add(1).min(i64::MAX as u64)
 }
 
 /// Whether a sealed record is older than what the status published under the operator's seal
@@ -630,7 +646,7 @@ mod tests {
                 reason: IssueReason::SecretAltered,
                 client_id: None,
                 replaces: Some("1".into()),
-                generation: 2,
+                generation: 1,
             }
         );
     }
@@ -712,6 +728,28 @@ mod tests {
             decide(&k, Ok(()), &SecretState::Owned(old), at(2)),
             Plan::InSync(_)
         ));
+    }
+
+    #[test]
+    fn a_forged_generation_counts_for_nothing_and_cannot_overflow() {
+        let k = key("a", "alice", 1);
+        let mut m = with_integrity(managed(&k, None), Integrity::Altered);
+        m.generation = u64::MAX;
+        let id = m.client_id.clone().unwrap();
+        let sealed_at_2 = StatusClientId::Sealed {
+            id: &id,
+            generation: 2,
+        };
+        assert!(matches!(
+            decide(&k, Ok(()), &SecretState::Owned(m), sealed_at_2),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                generation: 3,
+                ..
+            }
+        ));
+        assert_eq!(next_generation(u64::MAX), i64::MAX as u64);
+        assert_eq!(next_generation(i64::MAX as u64), i64::MAX as u64);
     }
 
     #[test]

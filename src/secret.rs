@@ -152,6 +152,7 @@ impl ManagedSecret {
         let reason = annotation(REASON_ANNOTATION);
         let generation = annotation(GENERATION_ANNOTATION)
             .and_then(|g| g.parse::<u64>().ok())
+            .filter(|g| *g <= i64::MAX as u64)
             .unwrap_or(0);
         let seal = annotation(SEAL_ANNOTATION);
         let controller_uid = secret
@@ -477,6 +478,7 @@ mod tests {
             (HANDLED_ANNOTATION, "not-yet-asked"),
             (REASON_ANNOTATION, "regenerated"),
             (GENERATION_ANNOTATION, "99"),
+            (GENERATION_ANNOTATION, "18446744073709551615"),
         ] {
             assert_eq!(
                 edited(|s| set_annotation(s, annotation, value)),

@@ -60,6 +60,7 @@ pub fn desired(
             current.secret_hash.clone(),
             current.last_rotated_at.clone(),
         ),
+        // Keep the client id (and its seal and generation), as for a conflict; the key is revoked.
         Outcome::Duplicate(active) => (
             false,
             REASON_DUPLICATE_USER,
@@ -67,7 +68,7 @@ pub fn desired(
                 "ApiKey {active} is the active key for user {:?} in this namespace; this one gets no Secret while it exists",
                 key.spec.user
             ),
-            None,
+            current.client_id.clone(),
             None,
             None,
         ),
@@ -86,12 +87,13 @@ pub fn desired(
     };
     let (secret_generation, seal) = match (outcome, &client_id, key.metadata.uid.as_deref()) {
         (Outcome::Ready(m), Some(id), Some(uid)) => (
-            Some(m.generation as i64),
+            Some(i64::try_from(m.generation).unwrap_or(i64::MAX)),
             Some(record_key.seal_status(uid, id, m.generation)),
         ),
-        (Outcome::Ready(_), _, _) | (Outcome::Duplicate(_), _, _) => (None, None),
-        // not re-sealed: the operator did not read them from a sealed record
-        (Outcome::Conflict | Outcome::Rejected(_), _, _) => {
+        (Outcome::Ready(_), _, _) => (None, None),
+        // not re-sealed: the operator did not read them from a sealed record; kept, so that when
+        // the key is served again an older copy of its Secret is still told from the current one
+        (Outcome::Conflict | Outcome::Rejected(_) | Outcome::Duplicate(_), _, _) => {
             (current.secret_generation, current.seal.clone())
         }
     };
@@ -209,6 +211,20 @@ mod tests {
             ("False", "SecretRejected")
         );
         assert!(c.message.contains("too large"), "{}", c.message);
+    }
+
+    #[test]
+    fn a_key_that_becomes_a_duplicate_keeps_its_sealed_client_id_and_generation() {
+        let mut k = key("b", "alice", 1);
+        let m = managed(&k, None);
+        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100), record_key()));
+        let s = desired(&k, &Outcome::Duplicate("a"), &time(200), record_key());
+        let ready = k.status.as_ref().unwrap();
+        assert_eq!(
+            (&s.client_id, &s.secret_generation, &s.seal),
+            (&ready.client_id, &ready.secret_generation, &ready.seal)
+        );
+        assert_eq!(s.secret_hash, None, "revoked: no hash");
     }
 
     #[test]
