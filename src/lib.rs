@@ -25,6 +25,7 @@ pub mod secret_cache;
 pub mod siblings;
 pub mod status;
 pub mod targets;
+pub mod token;
 pub mod user;
 
 #[cfg(test)]
