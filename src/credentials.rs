@@ -100,6 +100,12 @@ pub fn fingerprint(client_id: &str, secret: &ClientSecret) -> String {
     format!("sha256:{}", URL_SAFE_NO_PAD.encode(digest.finalize()))
 }
 
+/// A random id for a token (`jti`, RFC 7519 §4.1.7): 128 bits from the operating system's
+/// CSPRNG, base64url without padding (22 characters).
+pub fn random_token_id() -> Result<String> {
+    Ok(URL_SAFE_NO_PAD.encode(random_bytes::<16>()?))
+}
+
 /// `N` bytes from the operating system's CSPRNG.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut bytes = [0u8; N];

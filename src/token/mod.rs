@@ -2,4 +2,5 @@
 //! §4.4) as the token endpoint must read and answer it. The server itself (issue 13) builds on
 //! these.
 
+pub mod claims;
 pub mod client_auth;
