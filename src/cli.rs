@@ -23,6 +23,129 @@ pub enum Command {
     Run(RunArgs),
     /// Print the ApiKey CustomResourceDefinition as YAML.
     Crd,
+    /// Serve the OAuth 2.0 token endpoint: client credentials of an ApiKey in, a signed access
+    /// token for its user out (README: "Authenticate with a key").
+    TokenServer(TokenServerArgs),
+}
+
+/// Flags of `token-server`.
+#[derive(Debug, clap::Args)]
+pub struct TokenServerArgs {
+    /// The issuer URL (`iss` of every token; RFC 8414 §2): `https://host[:port]`, no path. The
+    /// endpoints are served under it (`/oauth2/token`, `/.well-known/...`).
+    #[arg(long, env = "APIKEY_TOKEN_ISSUER", value_parser = parse_issuer)]
+    pub issuer: String,
+
+    /// The audience (`aud`) of every token: what verifiers check tokens were meant for.
+    #[arg(long, env = "APIKEY_TOKEN_AUDIENCE", default_value = "apikey")]
+    pub audience: String,
+
+    /// Access token lifetime in seconds (60 to 86400).
+    #[arg(long, env = "APIKEY_TOKEN_LIFETIME_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub token_lifetime_seconds: u32,
+
+    /// Address of the OAuth endpoints (TLS unless --insecure-http).
+    #[arg(long, env = "APIKEY_TOKEN_LISTEN_ADDR", default_value = "0.0.0.0:8443")]
+    pub listen_addr: SocketAddr,
+
+    /// PEM certificate chain for TLS; reloaded when the file changes.
+    #[arg(
+        long,
+        env = "APIKEY_TOKEN_TLS_CERT_FILE",
+        required_unless_present = "insecure_http"
+    )]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+
+    /// PEM private key for TLS; reloaded when the file changes.
+    #[arg(
+        long,
+        env = "APIKEY_TOKEN_TLS_KEY_FILE",
+        required_unless_present = "insecure_http"
+    )]
+    pub tls_key_file: Option<std::path::PathBuf>,
+
+    /// Serve the OAuth endpoints over plain HTTP, for a TLS-terminating proxy in front; the
+    /// issuer stays https.
+    #[arg(long, env = "APIKEY_TOKEN_INSECURE_HTTP", conflicts_with_all = ["tls_cert_file", "tls_key_file"])]
+    pub insecure_http: bool,
+
+    /// Address of the health (`/healthz`, `/readyz`) and metrics (`/metrics`) endpoint.
+    #[arg(long, env = "APIKEY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Namespace of the signing-key Secret and its Lease. Default: the pod's own namespace, else
+    /// `apikey-system`.
+    #[arg(long, env = "APIKEY_TOKEN_SIGNING_NAMESPACE", value_parser = parse_namespace)]
+    pub signing_key_namespace: Option<String>,
+
+    /// Name of the Secret holding the signing keys; created if missing.
+    #[arg(
+        long,
+        env = "APIKEY_TOKEN_SIGNING_SECRET",
+        default_value = "apikey-token-signing-keys"
+    )]
+    pub signing_key_secret: String,
+
+    /// Seconds between signing-key rotations (a new key signs every this often).
+    #[arg(long, env = "APIKEY_TOKEN_SIGNING_KEY_ROTATION_SECONDS", default_value_t = 7 * 86_400, value_parser = clap::value_parser!(u64).range(10..))]
+    pub signing_key_rotation_seconds: u64,
+
+    /// Seconds a new signing key is published in the JWKS before it signs anything: longer than
+    /// any verifier caches the key set (Istio: 20 minutes). At most the rotation period.
+    #[arg(long, env = "APIKEY_TOKEN_SIGNING_KEY_PUBLISH_AHEAD_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub signing_key_publish_ahead_seconds: u64,
+
+    /// Seconds a successful client authentication is remembered (0: never), so that a steady
+    /// client costs one argon2id per period.
+    #[arg(long, env = "APIKEY_TOKEN_REMEMBER_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub remember_seconds: u64,
+
+    /// Failed authentications a client id may have at once before it is locked out.
+    #[arg(long, env = "APIKEY_TOKEN_CLIENT_FAILURE_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub client_failure_burst: u32,
+
+    /// Seconds until a locked-out client id may fail once more.
+    #[arg(long, env = "APIKEY_TOKEN_CLIENT_SECONDS_PER_FAILURE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub client_seconds_per_failure: u64,
+
+    /// Failed authentications a source address may have at once before it is locked out.
+    #[arg(long, env = "APIKEY_TOKEN_ADDRESS_FAILURE_BURST", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub address_failure_burst: u32,
+
+    /// Seconds until a locked-out source address may fail once more.
+    #[arg(long, env = "APIKEY_TOKEN_ADDRESS_SECONDS_PER_FAILURE", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub address_seconds_per_failure: u64,
+
+    /// argon2id verifications running or queued at most; beyond, 503 with Retry-After.
+    /// Default: 8 per core.
+    #[arg(long, env = "APIKEY_TOKEN_MAX_VERIFICATIONS_QUEUED")]
+    pub max_verifications_queued: Option<usize>,
+
+    /// Lease duration in seconds of the signing-key writer's election.
+    #[arg(long, env = "APIKEY_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
+    pub lease_duration_seconds: u64,
+
+    /// Log format; `RUST_LOG` filters (default `info`).
+    #[arg(long, env = "APIKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// An https URL with a host, without path, query or fragment (a trailing `/` is dropped): the
+/// form this server's issuer takes, so that `{issuer}/.well-known/...` is both the RFC 8414 and
+/// the OpenID Connect location.
+fn parse_issuer(value: &str) -> Result<String, String> {
+    let trimmed = value.strip_suffix('/').unwrap_or(value);
+    let rest = trimmed
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("{value:?}: the issuer must be an https:// URL (RFC 8414 §2)"))?;
+    let ok = !rest.is_empty() && !rest.contains(['/', '?', '#', '@', ' ']) && rest.is_ascii();
+    if ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(format!(
+            "{value:?}: the issuer must be https://host[:port] without path, query, fragment or user"
+        ))
+    }
 }
 
 /// Flags of `run`.
@@ -127,7 +250,56 @@ mod tests {
         all.extend_from_slice(args);
         match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
             Command::Run(r) => Ok(r),
-            Command::Crd => unreachable!("run was parsed"),
+            _ => unreachable!("run was parsed"),
+        }
+    }
+
+    fn token_server(args: &[&str]) -> Result<TokenServerArgs, String> {
+        let mut all = vec!["apikey-operator", "token-server"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).map_err(|e| e.to_string())?.command {
+            Command::TokenServer(t) => Ok(t),
+            _ => unreachable!("token-server was parsed"),
+        }
+    }
+
+    #[test]
+    fn the_token_server_needs_an_https_issuer_and_tls_unless_told_otherwise() {
+        let t = token_server(&[
+            "--issuer",
+            "https://auth.example:8443/",
+            "--tls-cert-file",
+            "c",
+            "--tls-key-file",
+            "k",
+        ])
+        .unwrap();
+        assert_eq!(t.issuer, "https://auth.example:8443");
+        assert_eq!(t.token_lifetime_seconds, 900);
+        assert!(token_server(&["--issuer", "https://a.example", "--insecure-http"]).is_ok());
+        for (args, needle) in [
+            (
+                vec!["--issuer", "http://a.example", "--insecure-http"],
+                "https",
+            ),
+            (
+                vec!["--issuer", "https://a.example/path", "--insecure-http"],
+                "without path",
+            ),
+            (vec!["--issuer", "https://a.example"], "--tls-cert-file"),
+            (
+                vec![
+                    "--issuer",
+                    "https://a.example",
+                    "--insecure-http",
+                    "--token-lifetime-seconds",
+                    "5",
+                ],
+                "--token-lifetime-seconds",
+            ),
+        ] {
+            let err = token_server(&args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 

@@ -31,7 +31,28 @@ pub async fn acquire(
     duration_seconds: u64,
     shutdown: Shared<BoxFuture<'static, ()>>,
 ) -> Result<Option<Leadership>> {
-    let manager = LeaseManagerBuilder::new(client, LEASE_NAME)
+    acquire_named(
+        client,
+        namespace,
+        LEASE_NAME,
+        identity,
+        duration_seconds,
+        shutdown,
+    )
+    .await
+}
+
+/// Waits until this process holds the Lease `lease_name` in `namespace`, or `shutdown` resolves
+/// first (then `None`).
+pub async fn acquire_named(
+    client: Client,
+    namespace: &str,
+    lease_name: &str,
+    identity: &str,
+    duration_seconds: u64,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) -> Result<Option<Leadership>> {
+    let manager = LeaseManagerBuilder::new(client, lease_name)
         .with_namespace(namespace)
         .with_identity(identity)
         .with_duration(duration_seconds)
@@ -41,7 +62,7 @@ pub async fn acquire(
         .await
         .map_err(|e| Error::Lease(e.to_string()))?;
     let (mut state, task) = manager.watch().await;
-    info!(lease = %format!("{namespace}/{LEASE_NAME}"), identity, "waiting for the leader lease");
+    info!(lease = %format!("{namespace}/{lease_name}"), identity, "waiting for the leader lease");
     let mut shutdown = shutdown;
     while !*state.borrow_and_update() {
         tokio::select! {
@@ -57,7 +78,7 @@ pub async fn acquire(
             }
         }
     }
-    info!(identity, "became the leader");
+    info!(lease = lease_name, identity, "became the leader");
     Ok(Some(Leadership { state, task }))
 }
 

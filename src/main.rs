@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use apikey_operator::cli::{Cli, Command, LogFormat, RunArgs};
+use apikey_operator::cli::{Cli, Command, LogFormat, RunArgs, TokenServerArgs};
 use apikey_operator::controller::{self, Settings};
 use apikey_operator::crd::ApiKey;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crd => print_crd(),
         Command::Run(args) => run(args),
+        Command::TokenServer(args) => token_server(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +131,27 @@ fn run(args: RunArgs) -> Result<()> {
             tracing::info!("stopped");
             Ok(())
         })
+}
+
+fn token_server(args: TokenServerArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let namespace = args
+        .signing_key_namespace
+        .clone()
+        .unwrap_or_else(own_namespace);
+    let instance = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "apikey-token-server".into());
+    let identity = format!("{instance}-{}", std::process::id());
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(apikey_operator::token::run::run(
+            args,
+            namespace,
+            identity,
+            shutdown_signal().boxed().shared(),
+        ))
 }
 
 /// The pod's own namespace (from its service-account mount or `POD_NAMESPACE`), else

@@ -9,17 +9,16 @@
 //! | `exp`, `iat` | expiry and issue time, seconds since the epoch; `exp` = `iat` + the lifetime | RFC 7519 §4.1.4, §4.1.6 |
 //! | `jti` | 128 random bits from the operating system's CSPRNG, base64url | RFC 7519 §4.1.7 |
 //! | `client_id` | the key's client id | RFC 9068 §2.2, RFC 8693 §4.3 |
-//! | `apikey` | `{namespace, name, generation}`: the ApiKey, and the generation of the client secret the token was issued under (`status.secretGeneration`) | private claim |
+//! | `apikey` | `{namespace, name, uid, generation}`: the ApiKey, and the generation of the client secret the token was issued under (`status.secretGeneration`) | private claim |
 //!
 //! A token of a generation older than the key's current one was issued under a client secret
 //! that has since been regenerated; introspection reports it inactive.
 
 use serde::{Deserialize, Serialize};
 
-use crate::crd::ApiKey;
+use super::directory::KeyEntry;
 use crate::credentials;
-use crate::error::{Error, Result};
-use crate::user;
+use crate::error::Result;
 
 /// Which ApiKey, and which generation of its client secret, a token was issued under.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +27,8 @@ pub struct KeyClaim {
     pub namespace: String,
     /// The ApiKey's name.
     pub name: String,
+    /// The ApiKey's `metadata.uid`: tells a key from a later one of the same name.
+    pub uid: String,
     /// `status.secretGeneration` when the token was issued.
     pub generation: i64,
 }
@@ -54,46 +55,28 @@ pub struct AccessTokenClaims {
 }
 
 impl AccessTokenClaims {
-    /// The claims of a token for `key`, issued at `now` (seconds since the epoch) for `lifetime`
-    /// seconds. Errors when the key has no client id or generation in its status (it is not
-    /// Ready, and no token may be issued for it) or the CSPRNG fails.
-    pub fn for_key(
-        key: &ApiKey,
+    /// The claims of a token for the key `entry`, issued at `now` (seconds since the epoch) for
+    /// `lifetime_seconds`. Errors only when the CSPRNG fails.
+    pub fn issue(
+        entry: &KeyEntry,
         issuer: &str,
         audience: &str,
         now: i64,
         lifetime_seconds: i64,
     ) -> Result<Self> {
-        let status = key.status.as_ref().ok_or(Error::MissingField("status"))?;
-        let client_id = status
-            .client_id
-            .clone()
-            .ok_or(Error::MissingField("status.clientId"))?;
-        let generation = status
-            .secret_generation
-            .ok_or(Error::MissingField("status.secretGeneration"))?;
-        let namespace = key
-            .metadata
-            .namespace
-            .clone()
-            .ok_or(Error::MissingField("metadata.namespace"))?;
-        let name = key
-            .metadata
-            .name
-            .clone()
-            .ok_or(Error::MissingField("metadata.name"))?;
         Ok(Self {
             iss: issuer.to_owned(),
-            sub: user::canonical(&key.spec.user).into_owned(),
+            sub: entry.user.clone(),
             aud: audience.to_owned(),
             exp: now.saturating_add(lifetime_seconds),
             iat: now,
             jti: credentials::random_token_id()?,
-            client_id,
+            client_id: entry.client_id.clone(),
             apikey: KeyClaim {
-                namespace,
-                name,
-                generation,
+                namespace: entry.namespace.clone(),
+                name: entry.name.clone(),
+                uid: entry.uid.clone(),
+                generation: entry.generation,
             },
         })
     }
@@ -102,30 +85,26 @@ impl AccessTokenClaims {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ApiKeyStatus;
-    use crate::test_support::key;
 
-    fn ready(user: &str) -> ApiKey {
-        let mut k = key("web", user, 1);
-        k.status = Some(ApiKeyStatus {
-            client_id: Some("akid_AAAAAAAAAAAAAAAAAAAAAA".into()),
-            secret_generation: Some(3),
-            ..ApiKeyStatus::default()
-        });
-        k
+    fn entry(user: &str) -> KeyEntry {
+        KeyEntry {
+            uid: "u-1".into(),
+            resource_version: "7".into(),
+            namespace: "ns".into(),
+            name: "web".into(),
+            user: user.into(),
+            client_id: "akid_AAAAAAAAAAAAAAAAAAAAAA".into(),
+            secret_hash: String::new(),
+            generation: 3,
+            ready: true,
+        }
     }
 
     #[test]
     fn claims_name_the_user_the_client_and_the_generation() {
-        let c = AccessTokenClaims::for_key(
-            &ready("jose\u{301}"),
-            "https://t.example",
-            "api",
-            1_000,
-            900,
-        )
-        .unwrap();
-        assert_eq!(c.sub, "jos\u{e9}", "the user's NFC form");
+        let c = AccessTokenClaims::issue(&entry("alice"), "https://t.example", "api", 1_000, 900)
+            .unwrap();
+        assert_eq!(c.sub, "alice");
         assert_eq!((c.iat, c.exp), (1_000, 1_900));
         assert_eq!(c.client_id, "akid_AAAAAAAAAAAAAAAAAAAAAA");
         assert_eq!(
@@ -133,6 +112,7 @@ mod tests {
             KeyClaim {
                 namespace: "ns".into(),
                 name: "web".into(),
+                uid: "u-1".into(),
                 generation: 3
             }
         );
@@ -140,14 +120,8 @@ mod tests {
         for claim in ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"] {
             assert!(json.get(claim).is_some(), "RFC 9068 §2.2 requires {claim}");
         }
-        let other = AccessTokenClaims::for_key(&ready("x"), "i", "a", 0, 1).unwrap();
+        let other = AccessTokenClaims::issue(&entry("x"), "i", "a", 0, 1).unwrap();
         assert_ne!(c.jti, other.jti);
         assert_eq!(c.jti.len(), 22, "128 bits, base64url");
-    }
-
-    #[test]
-    fn a_key_that_was_never_ready_gets_no_claims() {
-        let err = AccessTokenClaims::for_key(&key("web", "u", 1), "i", "a", 0, 1).unwrap_err();
-        assert!(err.to_string().contains("status"), "{err}");
     }
 }

@@ -50,6 +50,8 @@ pub enum OAuthError {
     },
     /// A grant type other than `client_credentials` (400).
     UnsupportedGrantType,
+    /// A `scope` was requested: this server issues tokens without scopes (400, RFC 6749 §5.2).
+    InvalidScope,
 }
 
 impl OAuthError {
@@ -59,6 +61,7 @@ impl OAuthError {
             OAuthError::InvalidRequest(_) => "invalid_request",
             OAuthError::InvalidClient { .. } => "invalid_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::InvalidScope => "invalid_scope",
         }
     }
 
@@ -77,6 +80,7 @@ impl OAuthError {
             OAuthError::InvalidRequest(why) => why,
             OAuthError::InvalidClient { .. } => "client authentication failed",
             OAuthError::UnsupportedGrantType => "only grant_type=client_credentials is supported",
+            OAuthError::InvalidScope => "scopes are not supported: request a token without scope",
         }
     }
 
@@ -105,63 +109,122 @@ pub fn parse(
     content_type: Option<&str>,
     body: &[u8],
 ) -> Result<TokenRequest, OAuthError> {
-    let media_type = content_type.map(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    });
-    if media_type.as_deref() != Some(FORM_CONTENT_TYPE) {
-        return Err(OAuthError::InvalidRequest(
-            "the request body must be application/x-www-form-urlencoded",
-        ));
-    }
-    if std::str::from_utf8(body).is_err() {
-        return Err(OAuthError::InvalidRequest("the request body is not UTF-8"));
-    }
-    let mut params: Vec<(String, String)> = Vec::new();
-    for (name, value) in form_urlencoded::parse(body) {
-        if value.is_empty() {
-            continue;
-        }
-        if params.iter().any(|(n, _)| *n == name) {
-            return Err(OAuthError::InvalidRequest("a parameter is repeated"));
-        }
-        params.push((name.into_owned(), value.into_owned()));
-    }
-    let param = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-    };
-    match param("grant_type").as_deref() {
+    let params = Form::read(content_type, body)?;
+    match params.get("grant_type") {
         None => return Err(OAuthError::InvalidRequest("grant_type is missing")),
         Some(CLIENT_CREDENTIALS) => {}
         Some(_) => return Err(OAuthError::UnsupportedGrantType),
     }
-    let scope = param("scope");
-    let posted = (param("client_id"), param("client_secret"));
-    let (client_id, client_secret, method) = match (authorization, posted) {
-        (Some(header), (None, None)) => {
-            let (id, secret) = basic(header)?;
-            (id, secret, AuthMethod::ClientSecretBasic)
-        }
-        (Some(_), _) => {
-            return Err(OAuthError::InvalidRequest(
-                "more than one client authentication method",
-            ));
-        }
-        (None, (Some(id), Some(secret))) => (id, secret, AuthMethod::ClientSecretPost),
-        (None, _) => return Err(OAuthError::InvalidClient { basic: false }),
-    };
+    let (client_id, client_secret, method) = params.client(authorization)?;
     Ok(TokenRequest {
         client_id,
-        client_secret: ClientSecret::new(client_secret),
+        client_secret,
         method,
-        scope,
+        scope: params.get("scope").map(str::to_owned),
     })
+}
+
+/// An introspection request (RFC 7662 §2.1): the token, and the credentials of the client asking
+/// (any Ready ApiKey's, with `client_secret_basic` or `client_secret_post`).
+#[derive(Debug)]
+pub struct IntrospectionRequest {
+    /// The token to introspect.
+    pub token: String,
+    /// The caller's client id.
+    pub client_id: String,
+    /// The caller's client secret.
+    pub client_secret: ClientSecret,
+    /// How the caller authenticated.
+    pub method: AuthMethod,
+}
+
+/// Reads an introspection request: a form body (RFC 7662 §2.1) with `token` (required) and
+/// `token_type_hint` (ignored: there is one kind of token), and client authentication as at the
+/// token endpoint (RFC 6749 §2.3.1).
+pub fn parse_introspection(
+    authorization: Option<&[u8]>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<IntrospectionRequest, OAuthError> {
+    let params = Form::read(content_type, body)?;
+    let (client_id, client_secret, method) = params.client(authorization)?;
+    let token = params
+        .get("token")
+        .ok_or(OAuthError::InvalidRequest("token is missing"))?
+        .to_owned();
+    Ok(IntrospectionRequest {
+        token,
+        client_id,
+        client_secret,
+        method,
+    })
+}
+
+/// The parameters of a form-urlencoded request body.
+struct Form(Vec<(String, String)>);
+
+impl Form {
+    /// Reads the body: `application/x-www-form-urlencoded`, UTF-8 (RFC 6749 Appendix B); a
+    /// parameter without a value is as if omitted, and none may appear twice (RFC 6749 §3.1).
+    fn read(content_type: Option<&str>, body: &[u8]) -> Result<Self, OAuthError> {
+        let media_type = content_type.map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+        if media_type.as_deref() != Some(FORM_CONTENT_TYPE) {
+            return Err(OAuthError::InvalidRequest(
+                "the request body must be application/x-www-form-urlencoded",
+            ));
+        }
+        if std::str::from_utf8(body).is_err() {
+            return Err(OAuthError::InvalidRequest("the request body is not UTF-8"));
+        }
+        let mut params: Vec<(String, String)> = Vec::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            if value.is_empty() {
+                continue;
+            }
+            if params.iter().any(|(n, _)| *n == name) {
+                return Err(OAuthError::InvalidRequest("a parameter is repeated"));
+            }
+            params.push((name.into_owned(), value.into_owned()));
+        }
+        Ok(Self(params))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The client's credentials: from the `Authorization` header or from the body, never both
+    /// (RFC 6749 §2.3.1).
+    fn client(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<(String, ClientSecret, AuthMethod), OAuthError> {
+        let posted = (self.get("client_id"), self.get("client_secret"));
+        match (authorization, posted) {
+            (Some(header), (None, None)) => {
+                let (id, secret) = basic(header)?;
+                Ok((id, ClientSecret::new(secret), AuthMethod::ClientSecretBasic))
+            }
+            (Some(_), _) => Err(OAuthError::InvalidRequest(
+                "more than one client authentication method",
+            )),
+            (None, (Some(id), Some(secret))) => Ok((
+                id.to_owned(),
+                ClientSecret::new(secret.to_owned()),
+                AuthMethod::ClientSecretPost,
+            )),
+            (None, _) => Err(OAuthError::InvalidClient { basic: false }),
+        }
+    }
 }
 
 /// The client id and secret of an `Authorization: Basic` header (RFC 7617), each form-urlencoded

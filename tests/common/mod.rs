@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod apikeys;
+pub mod token;
 #[allow(unused_imports)]
 pub use apikeys::*;
 
@@ -213,6 +214,12 @@ pub fn operator_kubeconfig() -> PathBuf {
 /// Applies deploy/ (CRD first), mints a token for its ServiceAccount with `kubectl create token`,
 /// and writes a kubeconfig that holds only that token.
 pub fn service_account_kubeconfig() -> PathBuf {
+    service_account_kubeconfig_for("apikey-operator")
+}
+
+/// A kubeconfig holding only the token of deploy/'s ServiceAccount `account` in apikey-system
+/// (deploy/ applied first).
+pub fn service_account_kubeconfig_for(account: &str) -> PathBuf {
     install_crd();
     let deploy = root().join("deploy");
     ok(&["apply", "-k", deploy.to_str().expect("utf-8 path")]);
@@ -221,7 +228,7 @@ pub fn service_account_kubeconfig() -> PathBuf {
         "apikey-system",
         "create",
         "token",
-        "apikey-operator",
+        account,
         "--duration=2h",
     ]);
     let (server, ca) = cluster_endpoint();
@@ -229,7 +236,7 @@ pub fn service_account_kubeconfig() -> PathBuf {
         "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server}, certificate-authority: {ca}}}\nusers:\n- name: sa\n  user: {{token: {}}}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",
         token.trim()
     );
-    let name = format!("sa-{}.kubeconfig", std::process::id());
+    let name = format!("sa-{account}-{}.kubeconfig", std::process::id());
     scratch_file(&name, &config)
 }
 

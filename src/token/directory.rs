@@ -1,0 +1,320 @@
+//! The token server's view of the keys: every ApiKey's published credentials (client id, argon2id
+//! hash, secret generation), kept current by a watch and indexed by client id, so that a token
+//! request costs no API call.
+//!
+//! Only a key that is `Ready=True` and has a client id, a hash and a secret generation in its
+//! status can authenticate. A client id that two ApiKeys hold (a copied or forged status: anyone
+//! who can write an ApiKey's status can write any client id there) authenticates neither.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt as _;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt as _, watcher};
+
+use crate::crd::ApiKey;
+use crate::user;
+
+/// What the token server knows of one ApiKey.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEntry {
+    /// `metadata.uid`.
+    pub uid: String,
+    /// `metadata.resourceVersion`: changes with every write of the ApiKey.
+    pub resource_version: String,
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec.user` in Unicode NFC ([`crate::user::canonical`]).
+    pub user: String,
+    /// `status.clientId`.
+    pub client_id: String,
+    /// `status.secretHash`: the argon2id PHC string of the current client secret.
+    pub secret_hash: String,
+    /// `status.secretGeneration`.
+    pub generation: i64,
+    /// Whether the Ready condition is `True`.
+    pub ready: bool,
+}
+
+impl KeyEntry {
+    /// The entry of `key`, or `None` when it has no client id in its status (it never got
+    /// credentials, so no client can name it). A key without hash or generation is kept as not
+    /// Ready, so that its client id still counts for uniqueness.
+    pub fn of(key: &ApiKey) -> Option<Self> {
+        let status = key.status.as_ref()?;
+        let client_id = status.client_id.clone()?;
+        let (hash, generation) = (status.secret_hash.clone(), status.secret_generation);
+        let ready = key.ready_condition().is_some_and(|c| c.status == "True");
+        Some(Self {
+            uid: key.metadata.uid.clone()?,
+            resource_version: key.metadata.resource_version.clone().unwrap_or_default(),
+            namespace: key.metadata.namespace.clone()?,
+            name: key.metadata.name.clone()?,
+            user: user::canonical(&key.spec.user).into_owned(),
+            client_id,
+            ready: ready && hash.is_some() && generation.is_some(),
+            secret_hash: hash.unwrap_or_default(),
+            generation: generation.unwrap_or_default(),
+        })
+    }
+}
+
+/// The answer to "which key holds this client id?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Exactly one key holds it, and it is Ready.
+    Found(Arc<KeyEntry>),
+    /// No key holds it.
+    Unknown,
+    /// More than one key holds it: none of them authenticates.
+    Ambiguous,
+    /// One key holds it, but it is not Ready.
+    NotReady,
+}
+
+/// The index proper; also a re-list in progress (see [`Directory::observe`]).
+#[derive(Default)]
+pub struct Index {
+    by_uid: HashMap<String, Arc<KeyEntry>>,
+    by_client_id: HashMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    fn insert(&mut self, entry: KeyEntry) {
+        self.remove(&entry.uid);
+        self.by_client_id
+            .entry(entry.client_id.clone())
+            .or_default()
+            .insert(entry.uid.clone());
+        self.by_uid.insert(entry.uid.clone(), Arc::new(entry));
+    }
+
+    fn remove(&mut self, uid: &str) {
+        let Some(old) = self.by_uid.remove(uid) else {
+            return;
+        };
+        if let Some(holders) = self.by_client_id.get_mut(&old.client_id) {
+            holders.remove(uid);
+            if holders.is_empty() {
+                self.by_client_id.remove(&old.client_id);
+            }
+        }
+    }
+
+    fn apply(&mut self, key: &ApiKey) {
+        match KeyEntry::of(key) {
+            Some(entry) => self.insert(entry),
+            None => {
+                if let Some(uid) = &key.metadata.uid {
+                    self.remove(uid);
+                }
+            }
+        }
+    }
+}
+
+/// The keys, indexed by client id and by UID. Cheap to read from many requests at once.
+#[derive(Default)]
+pub struct Directory {
+    index: RwLock<Index>,
+    synced: AtomicBool,
+}
+
+impl Directory {
+    /// Which key holds `client_id`.
+    pub fn lookup(&self, client_id: &str) -> Lookup {
+        let Ok(index) = self.index.read() else {
+            return Lookup::Unknown;
+        };
+        let Some(holders) = index.by_client_id.get(client_id) else {
+            return Lookup::Unknown;
+        };
+        if holders.len() > 1 {
+            return Lookup::Ambiguous;
+        }
+        match holders.iter().next().and_then(|uid| index.by_uid.get(uid)) {
+            Some(entry) if entry.ready => Lookup::Found(entry.clone()),
+            Some(_) => Lookup::NotReady,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// The key with this UID, if it exists and its client id is held by it alone.
+    pub fn by_uid(&self, uid: &str) -> Option<Arc<KeyEntry>> {
+        let index = self.index.read().ok()?;
+        let entry = index.by_uid.get(uid)?;
+        let unique = index
+            .by_client_id
+            .get(&entry.client_id)
+            .is_some_and(|holders| holders.len() == 1);
+        unique.then(|| entry.clone())
+    }
+
+    /// Whether the first complete list of ApiKeys has been read.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// How many keys are known, and how many of them are Ready.
+    pub fn counts(&self) -> (usize, usize) {
+        self.index.read().map_or((0, 0), |index| {
+            let ready = index.by_uid.values().filter(|e| e.ready).count();
+            (index.by_uid.len(), ready)
+        })
+    }
+
+    /// Applies one watch event. A re-list (`Init` .. `InitDone`) replaces the index at its end,
+    /// so that a key deleted while the watch was down is forgotten.
+    pub fn observe(&self, event: watcher::Event<ApiKey>, relist: &mut Option<Index>) {
+        let Ok(mut index) = self.index.write() else {
+            return;
+        };
+        match event {
+            watcher::Event::Init => *relist = Some(Index::default()),
+            watcher::Event::InitApply(key) => relist.get_or_insert_with(Index::default).apply(&key),
+            watcher::Event::InitDone => {
+                if let Some(fresh) = relist.take() {
+                    *index = fresh;
+                }
+                self.synced.store(true, Ordering::Relaxed);
+            }
+            watcher::Event::Apply(key) => index.apply(&key),
+            watcher::Event::Delete(key) => {
+                if let Some(uid) = &key.metadata.uid {
+                    index.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// Keeps the directory current from a watch of every ApiKey the client may list, until the
+    /// process ends. Watch errors are retried with backoff and logged.
+    pub async fn run(self: Arc<Self>, api: Api<ApiKey>) {
+        let mut relist = None;
+        let mut events = watcher(api, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .boxed();
+        let mut failing = false;
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => {
+                    if failing {
+                        tracing::info!("the watch of ApiKeys works again");
+                        failing = false;
+                    }
+                    self.observe(event, &mut relist);
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "the watch of ApiKeys failed; serving the keys last seen and retrying");
+                        failing = true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ApiKeyStatus;
+    use crate::test_support::key;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn ready(name: &str, uid: &str, client_id: &str) -> ApiKey {
+        let mut k = key(name, "alice", 1);
+        k.metadata.uid = Some(uid.into());
+        k.status = Some(ApiKeyStatus {
+            client_id: Some(client_id.into()),
+            secret_hash: Some("$argon2id$...".into()),
+            secret_generation: Some(2),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "SecretReady".into(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..ApiKeyStatus::default()
+        });
+        k
+    }
+
+    fn apply(d: &Directory, k: ApiKey) {
+        d.observe(watcher::Event::Apply(k), &mut None);
+    }
+
+    #[test]
+    fn a_ready_key_is_found_by_its_client_id_and_forgotten_when_deleted() {
+        let d = Directory::default();
+        let k = ready("a", "u1", "akid_a");
+        apply(&d, k.clone());
+        let Lookup::Found(e) = d.lookup("akid_a") else {
+            panic!("not found")
+        };
+        assert_eq!((e.name.as_str(), e.generation), ("a", 2));
+        assert_eq!(d.lookup("akid_b"), Lookup::Unknown);
+        d.observe(watcher::Event::Delete(k), &mut None);
+        assert_eq!(d.lookup("akid_a"), Lookup::Unknown);
+    }
+
+    #[test]
+    fn the_user_is_kept_in_nfc() {
+        let mut k = ready("a", "u1", "akid_a");
+        k.spec.user = "jose\u{301}".into();
+        assert_eq!(KeyEntry::of(&k).map(|e| e.user), Some("jos\u{e9}".into()));
+    }
+
+    #[test]
+    fn a_client_id_held_twice_authenticates_neither() {
+        let d = Directory::default();
+        apply(&d, ready("a", "u1", "akid_x"));
+        apply(&d, ready("b", "u2", "akid_x"));
+        assert_eq!(d.lookup("akid_x"), Lookup::Ambiguous);
+        assert!(d.by_uid("u1").is_none());
+        // the copy goes away: the original authenticates again
+        apply(&d, ready("b", "u2", "akid_y"));
+        assert!(matches!(d.lookup("akid_x"), Lookup::Found(_)));
+    }
+
+    #[test]
+    fn a_key_that_is_not_ready_does_not_authenticate_but_holds_its_client_id() {
+        let d = Directory::default();
+        let mut k = ready("a", "u1", "akid_a");
+        if let Some(s) = k.status.as_mut() {
+            s.conditions[0].status = "False".into();
+        }
+        apply(&d, k);
+        assert_eq!(d.lookup("akid_a"), Lookup::NotReady);
+        apply(&d, ready("b", "u2", "akid_a"));
+        assert_eq!(d.lookup("akid_a"), Lookup::Ambiguous);
+    }
+
+    #[test]
+    fn a_relist_forgets_keys_deleted_while_the_watch_was_down() {
+        let d = Directory::default();
+        apply(&d, ready("a", "u1", "akid_a"));
+        let mut relist = None;
+        d.observe(watcher::Event::Init, &mut relist);
+        d.observe(
+            watcher::Event::InitApply(ready("b", "u2", "akid_b")),
+            &mut relist,
+        );
+        assert!(
+            matches!(d.lookup("akid_a"), Lookup::Found(_)),
+            "served until the list is complete"
+        );
+        assert!(!d.is_synced());
+        d.observe(watcher::Event::InitDone, &mut relist);
+        assert!(d.is_synced());
+        assert_eq!(d.lookup("akid_a"), Lookup::Unknown);
+        assert!(matches!(d.lookup("akid_b"), Lookup::Found(_)));
+        assert_eq!(d.counts(), (1, 1));
+    }
+}
