@@ -170,8 +170,14 @@ async fn readyz(State(server): State<Arc<TokenServer>>) -> impl IntoResponse {
             "the ApiKeys have not been listed yet",
         );
     }
-    if server.signing.current().is_none() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no signing key loaded yet");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if !server.signing.is_ready(now) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no signing key loaded that may sign now",
+        );
     }
     (StatusCode::OK, "ok")
 }

@@ -36,6 +36,10 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 /// Largest request head (request line and headers) accepted, in bytes; hyper answers 431 beyond.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
+/// How long verifiers may cache the JWKS, in seconds.
+pub const JWKS_MAX_AGE_SECONDS: u32 = 60;
+const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
+
 /// Token endpoint path.
 pub const TOKEN_PATH: &str = "/oauth2/token";
 /// Introspection endpoint path.
@@ -304,11 +308,14 @@ fn active_claims(server: &TokenServer, token: &str) -> Option<AccessTokenClaims>
 }
 
 /// `GET /oauth2/jwks`: every published key, including the next one before it signs and retired
-/// ones until their tokens have expired. Verifiers may cache it for five minutes.
+/// ones until their tokens have expired. `Cache-Control: max-age` is [`JWKS_MAX_AGE_SECONDS`]:
+/// verifiers that honour it (the Kubernetes API server's go-oidc does: it refetches on an
+/// unknown `kid` only once that has passed) pick up a key set restored or replaced by hand within
+/// a minute; scheduled keys are published far longer ahead.
 async fn jwks(State(server): State<Arc<TokenServer>>) -> Response {
     match server.signing.current() {
         Some(keys) => (
-            [(header::CACHE_CONTROL, "public, max-age=300")],
+            [(header::CACHE_CONTROL, JWKS_CACHE_CONTROL)],
             axum::Json(keys.jwks()),
         )
             .into_response(),

@@ -1,7 +1,8 @@
 //! Where the token server keeps its signing keys ([`super::signing`]): data `keys.json` (the
 //! document of [`KeySet::to_secret_data`]) of a Secret in its own namespace,
 //! `apikey-token-signing-keys` unless configured otherwise, labelled
-//! `app.kubernetes.io/managed-by: apikey-operator` and
+//! `app.kubernetes.io/managed-by: apikey-token-server` (not the operator's value: the operator
+//! watches the Secrets labelled with its own, and this is none of its) and
 //! `app.kubernetes.io/component: token-signing-keys`.
 //!
 //! Every replica watches that one Secret (a field selector on its name) and serves the newest
@@ -21,8 +22,9 @@
 //! rejoins the election.
 //!
 //! RBAC in the namespace: Secrets `get`, `list`, `watch`, `update` (may be narrowed with
-//! `resourceNames` to the Secret) and `create` (cannot be narrowed by name); Leases `get`,
-//! `create`, `update`, `patch` (`resourceNames` may name `apikey-token-signing`).
+//! `resourceNames` to the Secret; `list` and `watch` then work because of the field selector) and
+//! `create` (cannot be narrowed by name); Leases `create`, and `get`, `patch` (may be narrowed to
+//! `apikey-token-signing`). `deploy/token-server/rbac.yaml` grants exactly that.
 //!
 //! Logs name keys by kid only; nothing here logs or returns private key material.
 
@@ -45,7 +47,7 @@ use tracing::{debug, error, info, warn};
 use super::signing::{KeySet, Schedule};
 use crate::error::{Error, Result};
 use crate::leader::{self, Leadership};
-use crate::secret::{MANAGED_BY_LABEL, MANAGER};
+use crate::secret::MANAGED_BY_LABEL;
 
 /// Default name of the Secret holding the signing keys.
 pub const DEFAULT_SECRET_NAME: &str = "apikey-token-signing-keys";
@@ -53,6 +55,8 @@ pub const DEFAULT_SECRET_NAME: &str = "apikey-token-signing-keys";
 pub const KEYS_DATA: &str = "keys.json";
 /// Name of the Lease whose holder writes the Secret.
 pub const LEASE_NAME: &str = "apikey-token-signing";
+/// The `app.kubernetes.io/managed-by` value of the signing-key Secret.
+pub const TOKEN_SERVER: &str = "apikey-token-server";
 /// Label naming the Secret's role.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Value of [`COMPONENT_LABEL`] on the Secret.
@@ -331,17 +335,21 @@ impl Writer {
                 }
             };
             info!(lease = %format!("{}/{LEASE_NAME}", self.namespace), "writing the signing keys");
-            let lost = leadership.lost();
-            futures::pin_mut!(lost);
-            let stopping = loop {
-                if let Err(e) = self.tick(&leadership).await {
-                    warn!(error = %e, "running the signing-key schedule failed; retrying");
-                }
-                tokio::select! {
-                    _ = &mut lost => break false,
-                    _ = shutdown.clone() => break true,
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(TICK) => {}
+            let stopping = {
+                // `lost` holds a receiver of the lease manager's state: it must be dropped before
+                // `release`, which waits for the manager to see every receiver gone.
+                let lost = leadership.lost();
+                futures::pin_mut!(lost);
+                loop {
+                    if let Err(e) = self.tick(&leadership).await {
+                        warn!(error = %e, "running the signing-key schedule failed; retrying");
+                    }
+                    tokio::select! {
+                        _ = &mut lost => break false,
+                        _ = shutdown.clone() => break true,
+                        _ = wake.notified() => {}
+                        _ = tokio::time::sleep(TICK) => {}
+                    }
                 }
             };
             leadership.release().await;
@@ -383,6 +391,10 @@ impl Writer {
             info!(kid = %set, "signing key active");
             self.signer = Some(set);
         }
+        let before = match &step {
+            Step::Restore(_) => self.memory.merge(&serving),
+            _ => self.memory.clone(),
+        };
         let next = match step {
             Step::Nothing => return Ok(()),
             Step::Stuck => {
@@ -405,7 +417,7 @@ impl Writer {
         }
         let data = next.to_secret_data()?;
         let pp = PostParams {
-            field_manager: Some(MANAGER.into()),
+            field_manager: Some(TOKEN_SERVER.into()),
             ..PostParams::default()
         };
         let created = existing.is_none();
@@ -424,7 +436,7 @@ impl Writer {
                 if created {
                     info!(secret = %self.name, kids = ?next.kids(), "wrote the signing-key Secret");
                 }
-                log_changes(&self.memory, &next, &self.name);
+                log_changes(&before, &next, &self.name);
                 self.memory = next;
                 Ok(())
             }
@@ -483,7 +495,7 @@ fn next_step(
 
 fn labels() -> BTreeMap<String, String> {
     BTreeMap::from([
-        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
+        (MANAGED_BY_LABEL.to_string(), TOKEN_SERVER.to_string()),
         (COMPONENT_LABEL.to_string(), COMPONENT.to_string()),
     ])
 }

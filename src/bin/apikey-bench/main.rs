@@ -2,17 +2,21 @@
 //! compares every phase with the best a plain client could do on the same control plane.
 //!
 //! It installs the CRD, starts the release build of `apikey-operator` as a child process scoped to
-//! a fresh namespace, and times five phases there: create, regenerate, idle, memory, delete. Then,
-//! in two other fresh namespaces with no operator, it times a plain client doing the same API
-//! writes: without hashing, and with each key's argon2id hash computed on the same cores; and N
-//! hashes alone on all cores. Those are the limits of the phases. It also reports the CPU time of
+//! a fresh namespace, and times six phases there: create, regenerate, idle, memory, authenticate
+//! (the token server trading the keys' client credentials for access tokens, beside its limits:
+//! argon2id verifications and ES256 signatures alone) and delete. Then, in two other fresh
+//! namespaces with no operator, it times a plain client doing the same API writes: without
+//! hashing, and with each key's argon2id hash computed on the same cores; and N hashes alone on
+//! all cores. Those are the limits of the other phases. It also reports the CPU time of
 //! the operator (or the plain client) and of the local control plane in each phase. It prints one
 //! table, optionally writes it as JSON, and deletes the namespaces. It reports against the targets
 //! and never fails on them: the exit code is non-zero only on errors.
 //!
-//! It never reads, prints or logs a client secret.
+//! It reads the keys' client secrets only to present them to the token server; it never prints,
+//! logs or writes a client secret or a token.
 #![forbid(unsafe_code)]
 
+mod authenticate;
 mod cluster;
 mod cpu;
 mod limits;
@@ -33,8 +37,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Result with the benchmark's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Benchmark of apikey-operator: create, regenerate, idle, memory and delete of N ApiKeys, each
-/// compared with what a plain client achieves on the same control plane.
+/// Benchmark of apikey-operator: create, regenerate, idle, memory, authenticate (token server) and
+/// delete of N ApiKeys, each compared with its limit on the same machine and control plane.
 #[derive(Debug, Parser)]
 #[command(name = "apikey-bench", version)]
 pub struct Args {
@@ -54,7 +58,8 @@ pub struct Args {
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_seconds: u64,
 
-    /// Prefix of the namespaces created (`<prefix>-<random>` and `<prefix>-limit-<random>`).
+    /// Prefix of the namespaces created (`<prefix>-<random>`, `<prefix>-token-<random>` and
+    /// `<prefix>-limit-<random>`).
     #[arg(long, default_value = "bench")]
     pub namespace_prefix: String,
 
@@ -163,9 +168,14 @@ async fn bench(client: &kube::Client, args: &Args, cleanup: &Cleanup) -> Result<
         format!("{}-limit-hashing-{suffix}", args.namespace_prefix),
     ];
 
-    cluster::create_namespace(client, &operator_ns).await?;
-    cleanup.add(&operator_ns);
-    let measured = phases::run(client, args, &operator_bin, &operator_ns).await?;
+    // The token server's signing-key Secret is labelled managed-by apikey-operator: in a namespace
+    // of its own, so that it is not counted among the keys' Secrets.
+    let token_ns = format!("{}-token-{suffix}", args.namespace_prefix);
+    for namespace in [&operator_ns, &token_ns] {
+        cluster::create_namespace(client, namespace).await?;
+        cleanup.add(namespace);
+    }
+    let measured = phases::run(client, args, &operator_bin, &operator_ns, &token_ns).await?;
 
     for namespace in &limit_ns {
         cluster::create_namespace(client, namespace).await?;

@@ -1,8 +1,9 @@
-//! The operator under test: the release build next to this executable, run as a child process
-//! scoped to one namespace, and what `/proc` tells about it (CPU time, resident memory).
+//! The processes under test: the release build of `apikey-operator` next to this executable, run
+//! as a child process scoped to one namespace, either as the operator or as its token server, and
+//! what `/proc` tells about them (CPU time, resident memory).
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,48 +28,96 @@ pub fn binary_path() -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// The running operator; killed (SIGKILL) when dropped unless stopped before.
-pub struct Operator {
+/// A running child process of `apikey-operator` (the operator, or its token server); killed
+/// (SIGKILL) when dropped unless stopped before.
+pub struct Process {
     child: Child,
+    /// What it is, for messages: "the operator", "the token server".
+    what: &'static str,
     /// Where its JSON log goes.
     pub log: PathBuf,
     http_addr: Option<String>,
 }
 
-impl Operator {
+impl Process {
     /// Starts `apikey-operator run --namespace <namespace> --leader-elect=false --http-addr
     /// 127.0.0.1:0 --log-format json`, logging to a file in the temporary directory. It inherits
     /// the environment, so it uses the same kubeconfig as the benchmark.
-    pub fn start(bin: &Path, namespace: &str) -> Result<Self> {
-        let log = std::env::temp_dir().join(format!("apikey-bench-{namespace}-operator.log"));
+    pub fn operator(bin: &Path, namespace: &str) -> Result<Self> {
+        let args = [
+            "run",
+            "--namespace",
+            namespace,
+            "--record-key-namespace",
+            namespace,
+            "--leader-elect=false",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        Self::spawn(bin, "the operator", &args, namespace, "operator")
+    }
+
+    /// Starts `apikey-operator token-server` serving plain HTTP on `listen` (TLS is not what the
+    /// benchmark measures; the issuer stays an https URL), with its signing keys and Lease in
+    /// `namespace`, budgets of failures and verifications in flight too large to refuse anything,
+    /// and its health endpoint on a port of its choosing, logging JSON to a file in the
+    /// temporary directory.
+    pub fn token_server(bin: &Path, namespace: &str, listen: SocketAddr) -> Result<Self> {
+        let (issuer, listen) = (format!("https://{listen}"), listen.to_string());
+        let args = [
+            "token-server",
+            "--issuer",
+            &issuer,
+            "--insecure-http",
+            "--listen-addr",
+            &listen,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--signing-key-namespace",
+            namespace,
+            "--lease-duration-seconds",
+            "5",
+            "--client-failure-burst",
+            "1000000",
+            "--address-failure-burst",
+            "1000000",
+            "--max-verifications-queued",
+            "1000000",
+            "--log-format",
+            "json",
+        ];
+        Self::spawn(bin, "the token server", &args, namespace, "token-server")
+    }
+
+    fn spawn(
+        bin: &Path,
+        what: &'static str,
+        args: &[&str],
+        namespace: &str,
+        name: &str,
+    ) -> Result<Self> {
+        let log = std::env::temp_dir().join(format!("apikey-bench-{namespace}-{name}.log"));
         let file = std::fs::File::create(&log)
             .map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let child = Command::new(bin)
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--record-key-namespace",
-                namespace,
-                "--leader-elect=false",
-                "--http-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         eprintln!(
-            "started {} (pid {}) for namespace {namespace}, log {}",
+            "started {} {} (pid {}) for namespace {namespace}, log {}",
             bin.display(),
+            args[0],
             child.id(),
             log.display()
         );
         Ok(Self {
             child,
+            what,
             log,
             http_addr: None,
         })
@@ -80,19 +129,20 @@ impl Operator {
     }
 
     /// Waits until `/readyz` answers 200 (its caches have synced). The address of the endpoint
-    /// comes from the operator's log, since it binds port 0.
+    /// comes from the process's log, since it binds port 0.
     pub async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 return Err(format!(
-                    "the operator exited ({status}) before becoming ready; see {}",
+                    "{} exited ({status}) before becoming ready; see {}",
+                    self.what,
                     self.log.display()
                 )
                 .into());
             }
             if self.http_addr.is_none() {
-                self.http_addr = http_addr_from_log(&self.log);
+                self.http_addr = self.logged_addr("serving /healthz");
             }
             if let Some(addr) = &self.http_addr
                 && http_get(addr, "/readyz").is_ok_and(|(code, _)| code == 200)
@@ -101,7 +151,8 @@ impl Operator {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "the operator was not ready within {timeout:?}; see {}",
+                    "{} was not ready within {timeout:?}; see {}",
+                    self.what,
                     self.log.display()
                 )
                 .into());
@@ -110,13 +161,32 @@ impl Operator {
         }
     }
 
-    /// The operator's `/metrics` text, if it can be fetched.
+    /// The `addr` field of the first JSON log line whose message starts with `message`.
+    pub fn logged_addr(&self, message: &str) -> Option<String> {
+        addr_from_log(&self.log, message)
+    }
+
+    /// The process's `/metrics` text, if it can be fetched.
     pub fn metrics(&self) -> Option<String> {
         let addr = self.http_addr.as_deref()?;
         match http_get(addr, "/metrics") {
             Ok((200, body)) => Some(body),
             _ => None,
         }
+    }
+
+    /// Saves the final `/metrics` beside the log, for looking into a result, and returns them.
+    pub fn save_metrics(&self) -> Option<String> {
+        let Some(metrics) = self.metrics() else {
+            eprintln!("warning: could not read the /metrics of {}", self.what);
+            return None;
+        };
+        let path = self.log.with_extension("metrics.txt");
+        match std::fs::write(&path, &metrics) {
+            Ok(()) => eprintln!("metrics of {}: {}", self.what, path.display()),
+            Err(e) => eprintln!("warning: cannot write {}: {e}", path.display()),
+        }
+        Some(metrics)
     }
 
     /// User plus system CPU time consumed so far.
@@ -141,13 +211,16 @@ impl Operator {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            eprintln!("warning: the operator did not exit within 30 s of SIGTERM; killing it");
+            eprintln!(
+                "warning: {} did not exit within 30 s of SIGTERM; killing it",
+                self.what
+            );
         }
         Ok(())
     }
 }
 
-impl Drop for Operator {
+impl Drop for Process {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
@@ -165,8 +238,9 @@ pub struct Rss {
     pub current: u64,
 }
 
-/// Finds the `addr` field of the operator's "serving /healthz ..." JSON log line.
-fn http_addr_from_log(log: &Path) -> Option<String> {
+/// Finds the `addr` field of the first JSON log line whose message starts with `prefix` (the
+/// `tracing-subscriber` JSON format: `{"fields":{"message":...,"addr":...},...}`).
+fn addr_from_log(log: &Path, prefix: &str) -> Option<String> {
     let file = std::fs::File::open(log).ok()?;
     BufReader::new(file)
         .lines()
@@ -175,7 +249,7 @@ fn http_addr_from_log(log: &Path) -> Option<String> {
             let value: serde_json::Value = serde_json::from_str(&line).ok()?;
             let fields = value.get("fields")?;
             let message = fields.get("message")?.as_str()?;
-            if !message.starts_with("serving /healthz") {
+            if !message.starts_with(prefix) {
                 return None;
             }
             fields.get("addr")?.as_str().map(str::to_string)

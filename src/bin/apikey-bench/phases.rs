@@ -1,5 +1,6 @@
-//! The operator's phases, in a namespace it alone watches: create, regenerate, idle, memory and
-//! delete of N ApiKeys. Every phase ends when a watch shows the work done, never by polling.
+//! The operator's phases, in a namespace it alone watches: create, regenerate, idle, memory,
+//! authenticate (the token server, see [`crate::authenticate`]) and delete of N ApiKeys. Every
+//! operator phase ends when a watch shows the work done, never by polling.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,9 +12,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 
+use crate::authenticate::{self, Authenticate};
 use crate::cluster::{self, BENCH_SELECTOR, Snapshot, Writes};
 use crate::cpu::{Meter, PhaseCpu};
-use crate::operator::{Operator, Rss};
+use crate::operator::{Process, Rss};
 use crate::track::Tracker;
 use crate::{Args, Result};
 
@@ -30,8 +32,10 @@ pub struct Measured {
     pub cpu: [PhaseCpu; 3],
     /// The idle phase.
     pub idle: Idle,
-    /// Resident memory with N keys live, right before the delete phase.
+    /// Resident memory with N keys live, right before the authenticate phase.
     pub rss: Rss,
+    /// The token server's phase, with the keys of the create phase, before the delete phase.
+    pub authenticate: Authenticate,
     /// Where the operator logged.
     pub log: String,
 }
@@ -47,10 +51,17 @@ pub struct Idle {
     pub cpu: Duration,
 }
 
-/// Runs the operator on `namespace` and times its phases there. The operator is stopped at the
-/// end (and killed on error).
-pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> Result<Measured> {
-    let mut operator = Operator::start(bin, namespace)?;
+/// Runs the operator on `namespace` and times its phases there; the authenticate phase runs the
+/// token server with its signing keys in `token_namespace`. The operator is stopped at the end
+/// (and killed on error).
+pub async fn run(
+    client: &Client,
+    args: &Args,
+    bin: &Path,
+    namespace: &str,
+    token_namespace: &str,
+) -> Result<Measured> {
+    let mut operator = Process::operator(bin, namespace)?;
     operator.wait_ready(args.timeout()).await?;
     eprintln!("operator ready");
     let keys: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
@@ -74,12 +85,14 @@ pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> R
     );
     let rss = operator.rss()?;
 
+    let authenticate = authenticate::run(client, args, bin, namespace, token_namespace).await?;
+
     let meter = Meter::start(operator.pid())?;
     let delete = delete_and_wait(&keys, &secrets, args).await?;
     let delete_cpu = meter.stop()?;
     eprintln!("delete: {:.2} s", delete.as_secs_f64());
 
-    save_metrics(&operator);
+    operator.save_metrics();
     let log = operator.log.display().to_string();
     operator.stop().await?;
     Ok(Measured {
@@ -89,6 +102,7 @@ pub async fn run(client: &Client, args: &Args, bin: &Path, namespace: &str) -> R
         cpu: [create_cpu, regenerate_cpu, delete_cpu],
         idle,
         rss,
+        authenticate,
         log,
     })
 }
@@ -194,7 +208,7 @@ async fn settle(keys: &Api<ApiKey>, secrets: &Api<Secret>, args: &Args) -> Resul
 
 /// S seconds with nothing to do: the writes the API server stored in the namespace (any change of
 /// an ApiKey, Secret or Event) and the operator's CPU time.
-async fn idle(client: &Client, namespace: &str, operator: &Operator, args: &Args) -> Result<Idle> {
+async fn idle(client: &Client, namespace: &str, operator: &Process, args: &Args) -> Result<Idle> {
     let before = Snapshot::take(client, namespace).await?;
     let cpu_before = operator.cpu_time()?;
     let start = Instant::now();
@@ -233,17 +247,4 @@ pub async fn delete_and_wait(
         })
         .await?;
     Ok(done.at.saturating_duration_since(start))
-}
-
-/// Saves the operator's final `/metrics` beside its log, for looking into a result.
-fn save_metrics(operator: &Operator) {
-    let Some(metrics) = operator.metrics() else {
-        eprintln!("warning: could not read the operator's /metrics");
-        return;
-    };
-    let path = operator.log.with_extension("metrics.txt");
-    match std::fs::write(&path, metrics) {
-        Ok(()) => eprintln!("operator metrics: {}", path.display()),
-        Err(e) => eprintln!("warning: cannot write {}: {e}", path.display()),
-    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::Args;
+use crate::authenticate::{Authenticate, TokenRun};
 use crate::cluster::Writes;
 use crate::cpu::PhaseCpu;
 use crate::limits::Limits;
@@ -24,6 +25,10 @@ pub const RATIO_TARGET: f64 = 1.25;
 pub const IDLE_CPU_TARGET_PERCENT: f64 = 1.0;
 /// Largest resident set size the target allows at 10,000 keys, in MiB.
 pub const RSS_TARGET_MIB: f64 = 40.0;
+/// Largest ratio of the argon2id limit to the first-token rate the target allows.
+pub const FIRST_TOKEN_TARGET: f64 = 1.25;
+/// Largest ratio of the ES256 limit to the repeat-token rate the target allows.
+pub const REPEAT_TOKEN_TARGET: f64 = 2.0;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -53,6 +58,8 @@ pub struct Report {
     pub idle: IdleRow,
     /// Resident memory with N keys live.
     pub memory: MemoryRow,
+    /// The token server's tokens beside their limits.
+    pub authenticate: AuthenticateRow,
 }
 
 /// One timed phase beside its limit.
@@ -124,6 +131,99 @@ pub struct MemoryRow {
     pub target_mib_at_10000_keys: f64,
 }
 
+/// Token requests of one kind, beside their limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct TokenRow {
+    /// Requests made, each answered with a token.
+    pub requests: usize,
+    /// Wall time of all of them.
+    pub seconds: f64,
+    /// Tokens per second.
+    pub tokens_per_second: f64,
+    /// Median latency of a request, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency, in milliseconds.
+    pub p99_ms: f64,
+    /// What the limit is.
+    pub limit: String,
+    /// The limit, per second.
+    pub limit_per_second: f64,
+    /// limit per second / tokens per second.
+    pub ratio: f64,
+    /// Largest ratio the target allows.
+    pub target_ratio: f64,
+    /// Whether the ratio is within the target (reported only).
+    pub met: bool,
+}
+
+/// The authenticate phase: K clients' first tokens (argon2id path) and repeat tokens
+/// (remembered path) from the token server, each beside its limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuthenticateRow {
+    /// K: clients.
+    pub clients: usize,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// The first token of each client, against argon2id verifications on all cores.
+    pub first_tokens: TokenRow,
+    /// Repeat tokens of the same clients, against ES256 signatures on one core.
+    pub repeat_tokens: TokenRow,
+    /// Threads of the argon2id limit.
+    pub argon2id_threads: usize,
+    /// Client authentications the token server answered by argon2id (null: unknown).
+    pub verified_by_argon2id: Option<u64>,
+    /// Client authentications it answered from memory (null: unknown).
+    pub remembered: Option<u64>,
+    /// The token server's peak resident set size (`VmHWM`) in MiB.
+    pub token_server_peak_rss_mib: f64,
+    /// Its resident set size (`VmRSS`) in MiB at the end of the phase.
+    pub token_server_final_rss_mib: f64,
+    /// The token server's log file.
+    pub token_server_log: String,
+}
+
+impl AuthenticateRow {
+    fn new(a: &Authenticate) -> Self {
+        let row = |run: &TokenRun, limit: &str, limit_per_second: f64, target: f64| {
+            let ratio = round(limit_per_second / run.per_second().max(f64::EPSILON), 3);
+            TokenRow {
+                requests: run.requests,
+                seconds: round(run.wall.as_secs_f64(), 3),
+                tokens_per_second: round(run.per_second(), 1),
+                p50_ms: round(run.p50.as_secs_f64() * 1e3, 2),
+                p99_ms: round(run.p99.as_secs_f64() * 1e3, 2),
+                limit: limit.into(),
+                limit_per_second: round(limit_per_second, 1),
+                ratio,
+                target_ratio: target,
+                met: ratio <= target,
+            }
+        };
+        Self {
+            clients: a.clients,
+            concurrency: a.concurrency,
+            first_tokens: row(
+                &a.first,
+                &format!("argon2id verifications, {} threads", a.argon2id_threads),
+                a.argon2id_per_second,
+                FIRST_TOKEN_TARGET,
+            ),
+            repeat_tokens: row(
+                &a.repeat,
+                "ES256 signatures, one core",
+                a.es256_per_second,
+                REPEAT_TOKEN_TARGET,
+            ),
+            argon2id_threads: a.argon2id_threads,
+            verified_by_argon2id: a.verified_by_argon2id,
+            remembered: a.remembered,
+            token_server_peak_rss_mib: round(a.rss.peak as f64 / MIB, 1),
+            token_server_final_rss_mib: round(a.rss.current as f64 / MIB, 1),
+            token_server_log: a.log.clone(),
+        }
+    }
+}
+
 impl Report {
     /// Puts measurements and limits side by side.
     pub fn new(
@@ -141,6 +241,7 @@ impl Report {
             ratio: round(ratio(m, l), 3),
             target_ratio: RATIO_TARGET,
         };
+        let authenticate = AuthenticateRow::new(&measured.authenticate);
         let idle = measured.idle;
         let wall = idle.wall.as_secs_f64();
         Self {
@@ -208,6 +309,7 @@ impl Report {
                 final_rss_mib: round(measured.rss.current as f64 / MIB, 1),
                 target_mib_at_10000_keys: RSS_TARGET_MIB,
             },
+            authenticate,
         }
     }
 
@@ -296,6 +398,42 @@ impl Report {
             } else {
                 String::new()
             }
+        );
+        let a = &self.authenticate;
+        let _ = writeln!(
+            out,
+            "authenticate: K = {} clients, {} requests in flight",
+            a.clients, a.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "{:<13} {:>8} {:>10} {:>8} {:>8} {:>10} {:>7}   {:<18} limit",
+            "tokens", "requests", "tokens/s", "p50 ms", "p99 ms", "limit/s", "ratio", "target"
+        );
+        for (name, t) in [("first", &a.first_tokens), ("repeat", &a.repeat_tokens)] {
+            let _ = writeln!(
+                out,
+                "{:<13} {:>8} {:>10.1} {:>8.2} {:>8.2} {:>10.1} {:>6.2}x   <= {:.2}x {:<9} {}",
+                name,
+                t.requests,
+                t.tokens_per_second,
+                t.p50_ms,
+                t.p99_ms,
+                t.limit_per_second,
+                t.ratio,
+                t.target_ratio,
+                verdict(t.met),
+                t.limit
+            );
+        }
+        let count = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "  (token server: {} by argon2id, {} remembered; peak RSS {:.1} MiB, final RSS {:.1} MiB)",
+            count(a.verified_by_argon2id),
+            count(a.remembered),
+            a.token_server_peak_rss_mib,
+            a.token_server_final_rss_mib
         );
         out
     }
