@@ -121,6 +121,20 @@ pub struct TokenServerArgs {
     #[arg(long, env = "APIKEY_TOKEN_MAX_VERIFICATIONS_QUEUED")]
     pub max_verifications_queued: Option<usize>,
 
+    /// The most memory (KiB) a published argon2id hash may take to verify; a dearer hash (in a
+    /// forged or misconfigured status) matches nothing. At least the operator's
+    /// `--argon2-memory-kib`.
+    #[arg(long, env = "APIKEY_TOKEN_MAX_HASH_MEMORY_KIB", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(8..=HashParams::CEILING.memory_kib as i64))]
+    pub max_hash_memory_kib: u32,
+
+    /// The most iterations a published argon2id hash may have (at least the operator's).
+    #[arg(long, env = "APIKEY_TOKEN_MAX_HASH_ITERATIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=HashParams::CEILING.iterations as i64))]
+    pub max_hash_iterations: u32,
+
+    /// The most lanes a published argon2id hash may have (at least the operator's).
+    #[arg(long, env = "APIKEY_TOKEN_MAX_HASH_PARALLELISM", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=HashParams::CEILING.parallelism as i64))]
+    pub max_hash_parallelism: u32,
+
     /// Lease duration in seconds of the signing-key writer's election.
     #[arg(long, env = "APIKEY_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
     pub lease_duration_seconds: u64,

@@ -57,9 +57,29 @@ impl HashParams {
 
     /// Whether every parameter is at most the [`HashParams::CEILING`].
     pub fn within_ceiling(self) -> bool {
-        self.memory_kib <= Self::CEILING.memory_kib
-            && self.iterations <= Self::CEILING.iterations
-            && self.parallelism <= Self::CEILING.parallelism
+        self.within(Self::CEILING)
+    }
+
+    /// Whether every parameter is at most `ceiling`'s.
+    pub fn within(self, ceiling: HashParams) -> bool {
+        self.memory_kib <= ceiling.memory_kib
+            && self.iterations <= ceiling.iterations
+            && self.parallelism <= ceiling.parallelism
+    }
+
+    /// The parameters of an argon2id PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`), or
+    /// `None` if it is not one. Reads the string only: nothing is hashed.
+    pub fn of_phc(phc: &str) -> Option<HashParams> {
+        let hash = argon2::PasswordHash::new(phc).ok()?;
+        if hash.algorithm.as_str() != "argon2id" {
+            return None;
+        }
+        let param = |name: &str| hash.params.get_decimal(name);
+        Some(HashParams {
+            memory_kib: param("m")?,
+            iterations: param("t")?,
+            parallelism: param("p")?,
+        })
     }
 
     fn to_argon2(self) -> Result<Argon2<'static>> {
@@ -176,17 +196,11 @@ fn hash_now(
 /// does. A hash that is not argon2id, or whose parameters exceed [`HashParams::CEILING`], matches
 /// nothing and costs nothing.
 pub fn verify(secret: &str, phc: &str) -> bool {
+    let within = HashParams::of_phc(phc).is_some_and(HashParams::within_ceiling);
     let Ok(hash) = argon2::PasswordHash::new(phc) else {
         return false;
     };
-    let param = |name: &str| hash.params.get_decimal(name);
-    let params = HashParams {
-        memory_kib: param("m").unwrap_or(u32::MAX),
-        iterations: param("t").unwrap_or(u32::MAX),
-        parallelism: param("p").unwrap_or(u32::MAX),
-    };
-    hash.algorithm.as_str() == "argon2id"
-        && params.within_ceiling()
+    within
         && Argon2::default()
             .verify_password(secret.as_bytes(), &hash)
             .is_ok()

@@ -179,7 +179,72 @@ fn namespaced_variant_renders_a_role_and_a_namespace_flag() {
         "readinessProbe",
         "livenessProbe",
         "kind: Service",
+        "name: apikey-token-server",
+        "args:\n        - token-server",
+        "secretName: apikey-token-server-tls",
+        "kind: PodDisruptionBudget",
     ] {
         assert!(cluster.contains(needle), "deploy/ lacks {needle}");
+    }
+}
+
+/// `kubectl auth can-i` as deploy/'s token server ServiceAccount: whether it is allowed.
+fn token_server_can(args: &[&str]) -> bool {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.env(
+        "KUBECONFIG",
+        KUBECONFIG.get_or_init(|| service_account_kubeconfig_for("apikey-token-server")),
+    );
+    let mut all = vec!["auth", "can-i"];
+    all.extend_from_slice(args);
+    let out = run_as(cmd, &all, None);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        answer == "yes" || answer == "no",
+        "{args:?}: {answer} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answer == "yes"
+}
+
+#[test]
+fn token_server_account_reads_keys_and_only_its_own_secret() {
+    install_crd();
+    let sys = ["-n", "apikey-system"];
+    for allowed in [
+        vec!["list", "apikeys.apikey.dev", "-A"],
+        vec!["watch", "apikeys.apikey.dev", "-A"],
+        [&sys[..], &["create", "secrets"]].concat(),
+        [&sys[..], &["get", "secrets/apikey-token-signing-keys"]].concat(),
+        [&sys[..], &["watch", "secrets/apikey-token-signing-keys"]].concat(),
+        [&sys[..], &["update", "secrets/apikey-token-signing-keys"]].concat(),
+        [&sys[..], &["create", "leases.coordination.k8s.io"]].concat(),
+        [
+            &sys[..],
+            &["patch", "leases.coordination.k8s.io/apikey-token-signing"],
+        ]
+        .concat(),
+    ] {
+        assert!(token_server_can(&allowed), "should be allowed: {allowed:?}");
+    }
+    for refused in [
+        [&sys[..], &["get", "secrets/apikey-operator-record-key"]].concat(),
+        [&sys[..], &["list", "secrets"]].concat(),
+        [&sys[..], &["delete", "secrets/apikey-token-signing-keys"]].concat(),
+        vec!["get", "secrets", "-A"],
+        vec!["-n", "default", "create", "secrets"],
+        vec!["patch", "apikeys.apikey.dev", "--subresource=status", "-A"],
+        vec!["create", "apikeys.apikey.dev", "-A"],
+        [
+            &sys[..],
+            &["patch", "leases.coordination.k8s.io/apikey-operator"],
+        ]
+        .concat(),
+    ] {
+        assert!(
+            !token_server_can(&refused),
+            "should be refused: {refused:?}"
+        );
     }
 }

@@ -609,6 +609,81 @@ fn signing_keys_are_published_before_they_sign_and_survive_restarts_and_deletion
         first.introspect(&old_token, &id, &secret).body["active"],
         true
     );
+    // until it expires (60 s after it was issued), then it is inactive
+    let exp = decode_jwt(&old_token).1["exp"].as_i64().expect("exp");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(now < exp, "the old token has not expired yet");
+    eventually("the old token to expire", Duration::from_secs(90), || {
+        (first.introspect(&old_token, &id, &secret).body["active"] == false).then_some(())
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    assert!(now >= exp, "inactive only once expired");
     first.assert_log_free_of(&[secret.clone(), old_token.clone()]);
     second.assert_log_free_of(&[secret, old_token]);
+}
+
+/// A certificate for 127.0.0.1 signed by the cluster's CA, with subject CN `cn`, into `dir` as
+/// `tls.crt` and `tls.key`, each replaced in one rename (as the kubelet swaps a Secret volume).
+fn issue_certificate(dir: &std::path::Path, cn: &str) {
+    let pki = pki();
+    let script = format!(
+        "set -e; cd {dir}; openssl req -newkey rsa:2048 -nodes -keyout new.key -out new.csr -subj /CN={cn} 2>/dev/null; \
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n' > new.ext; \
+         openssl x509 -req -in new.csr -CA {ca}/ca.crt -CAkey {ca}/ca.key -CAcreateserial -CAserial new.srl -out new.crt -days 2 -extfile new.ext 2>/dev/null; \
+         mv new.key tls.key; mv new.crt tls.crt",
+        dir = dir.display(),
+        ca = pki.display(),
+    );
+    let out = Command::new("bash")
+        .args(["-c", &script])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart_and_a_broken_one_is_not() {
+    install_crd();
+    let ns = TempNamespace::new("token-tls");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("tls-{}", ns.name));
+    std::fs::create_dir_all(&dir).expect("tls dir");
+    issue_certificate(&dir, "first");
+    let mut ts = TokenServer::start_with_tls(&ns.name, &dir);
+    assert!(
+        ts.served_certificate().contains("first"),
+        "{}",
+        ts.served_certificate()
+    );
+
+    issue_certificate(&dir, "renewed");
+    eventually(
+        "the renewed certificate to be served",
+        Duration::from_secs(30),
+        || ts.served_certificate().contains("renewed").then_some(()),
+    );
+    // a half-written pair does not load: the renewed one is still served, and the server says why
+    std::fs::write(dir.join("tls.crt"), "-----BEGIN CERTIFICATE-----\nbroken\n").expect("write");
+    eventually(
+        "the broken certificate to be refused",
+        Duration::from_secs(30),
+        || ts.log().contains("does not load").then_some(()),
+    );
+    assert!(ts.served_certificate().contains("renewed"));
+    assert!(ts.is_running());
+    assert_eq!(
+        ts.jwks_kids().len(),
+        2,
+        "serving: the key that signs and the next one"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

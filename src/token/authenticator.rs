@@ -26,7 +26,7 @@ use super::limits::FailureLimiter;
 use super::metrics::{ByLabel, ResultLabel, TokenMetrics};
 use crate::credentials::{self, ClientSecret};
 use crate::error::Result;
-use crate::hashing::Hasher;
+use crate::hashing::{HashParams, Hasher};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -48,6 +48,9 @@ pub enum Refusal {
     RateLimited(Duration),
     /// Too many verifications in flight: try again shortly.
     Saturated,
+    /// The key's published hash is not argon2id or costs more than the token server's ceiling
+    /// (anyone who can write an ApiKey's status can write any PHC string there).
+    HashRefused,
 }
 
 impl Refusal {
@@ -61,6 +64,7 @@ impl Refusal {
             Refusal::WrongSecret => "wrong_secret",
             Refusal::RateLimited(_) => "rate_limited",
             Refusal::Saturated => "saturated",
+            Refusal::HashRefused => "hash_refused",
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct AuthLimits {
     pub address_seconds_per_failure: u64,
     /// argon2id verifications running or queued at most; more are refused as saturated.
     pub max_verifications_queued: usize,
+    /// The most a published hash may cost to verify; a dearer one matches nothing.
+    pub hash_ceiling: HashParams,
 }
 
 struct Remembered {
@@ -172,6 +178,13 @@ impl Authenticator {
             .remembered
             .get_or_create(&ResultLabel { result: "miss" })
             .inc();
+        let affordable = HashParams::of_phc(&entry.secret_hash)
+            .is_some_and(|p| p.within(self.limits.hash_ceiling));
+        if !affordable {
+            tracing::warn!(namespace = %entry.namespace, apikey = %entry.name, ceiling = ?self.limits.hash_ceiling,
+                "the ApiKey's status.secretHash is not an argon2id hash within the ceiling; refusing its client");
+            return Err(self.failed(client_id, source, Refusal::HashRefused));
+        }
         let Ok(_queued) = self.queue.try_acquire() else {
             return Err(Refusal::Saturated);
         };
@@ -272,5 +285,207 @@ impl Authenticator {
                 },
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ApiKeyStatus;
+    use crate::credentials::{generate_client_id, generate_client_secret};
+    use crate::test_support::key;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use kube::runtime::watcher;
+
+    const CHEAP: HashParams = HashParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+    const HERE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    fn limits() -> AuthLimits {
+        AuthLimits {
+            remember_for: Duration::from_secs(60),
+            client_burst: 3,
+            client_seconds_per_failure: 60,
+            address_burst: 100,
+            address_seconds_per_failure: 1,
+            max_verifications_queued: 4,
+            hash_ceiling: HashParams::default(),
+        }
+    }
+
+    /// Makes the Ready key `name` (UID `uid-<name>`) hold client id `id` and `hash`, at
+    /// resourceVersion `version`; returns `id`.
+    fn put_key(d: &Directory, name: &str, id: &str, version: &str, hash: String) -> String {
+        let mut k = key(name, "alice", 1);
+        k.metadata.resource_version = Some(version.into());
+        k.status = Some(ApiKeyStatus {
+            client_id: Some(id.into()),
+            secret_hash: Some(hash),
+            secret_generation: Some(1),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "SecretReady".into(),
+                message: String::new(),
+                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                observed_generation: None,
+            }],
+            ..ApiKeyStatus::default()
+        });
+        d.observe(watcher::Event::Apply(k), &mut None);
+        id.into()
+    }
+
+    fn ready_key(d: &Directory, name: &str, hash: String) -> String {
+        put_key(d, name, &generate_client_id().unwrap(), "1", hash)
+    }
+
+    fn setup(limits: AuthLimits) -> (Arc<Directory>, Authenticator, Arc<TokenMetrics>) {
+        let directory = Arc::new(Directory::default());
+        let metrics = Arc::new(TokenMetrics::default());
+        let hasher = Hasher::new(CHEAP, 1).unwrap();
+        let auth = Authenticator::new(directory.clone(), hasher, limits, metrics.clone()).unwrap();
+        (directory, auth, metrics)
+    }
+
+    fn count(metrics: &TokenMetrics, series: &str) -> u64 {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    const VERIFIED: &str = "apikey_token_verification_duration_seconds_count";
+
+    #[tokio::test]
+    async fn the_right_secret_authenticates_once_by_argon2id_then_from_memory() {
+        let (d, auth, m) = setup(limits());
+        let secret = generate_client_secret().unwrap();
+        let hash = Hasher::new(CHEAP, 1)
+            .unwrap()
+            .hash(secret.clone())
+            .await
+            .unwrap();
+        let id = ready_key(&d, "a", hash.clone());
+        assert_eq!(
+            auth.authenticate(&id, &secret, HERE).await.unwrap().name,
+            "a"
+        );
+        assert_eq!(
+            auth.authenticate(&id, &secret, HERE).await.unwrap().name,
+            "a"
+        );
+        assert_eq!(count(&m, VERIFIED), 1, "the second was remembered");
+        assert_eq!(
+            count(
+                &m,
+                r#"apikey_token_remembered_verifications_total{result="hit"}"#
+            ),
+            1
+        );
+        // any write of the ApiKey forgets it
+        put_key(&d, "a", &id, "2", hash);
+        assert_eq!(
+            auth.authenticate(&id, &secret, HERE).await.unwrap().name,
+            "a"
+        );
+        assert_eq!(count(&m, VERIFIED), 2, "verified again after the write");
+    }
+
+    #[tokio::test]
+    async fn wrong_unknown_and_malformed_credentials_are_refused_and_malformed_ones_cost_no_hash() {
+        let (d, auth, m) = setup(limits());
+        let secret = generate_client_secret().unwrap();
+        let hash = Hasher::new(CHEAP, 1)
+            .unwrap()
+            .hash(secret.clone())
+            .await
+            .unwrap();
+        let id = ready_key(&d, "a", hash);
+        let other = generate_client_secret().unwrap();
+        let refused = |r: Result<Arc<KeyEntry>, Refusal>| r.unwrap_err();
+        assert_eq!(
+            refused(
+                auth.authenticate(&id, &ClientSecret::new("aksk_short".into()), HERE)
+                    .await
+            ),
+            Refusal::Malformed
+        );
+        assert_eq!(
+            refused(auth.authenticate("nope", &secret, HERE).await),
+            Refusal::Malformed
+        );
+        assert_eq!(count(&m, VERIFIED), 0);
+        assert_eq!(
+            refused(
+                auth.authenticate(&generate_client_id().unwrap(), &secret, HERE)
+                    .await
+            ),
+            Refusal::UnknownClient
+        );
+        assert_eq!(
+            refused(auth.authenticate(&id, &other, HERE).await),
+            Refusal::WrongSecret
+        );
+        assert_eq!(count(&m, VERIFIED), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_id_is_locked_out_after_its_burst_but_a_remembered_client_is_not() {
+        let (d, auth, _) = setup(limits());
+        let secret = generate_client_secret().unwrap();
+        let hash = Hasher::new(CHEAP, 1)
+            .unwrap()
+            .hash(secret.clone())
+            .await
+            .unwrap();
+        let id = ready_key(&d, "a", hash.clone());
+        auth.authenticate(&id, &secret, HERE).await.unwrap();
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            let guess = generate_client_secret().unwrap();
+            answers.push(auth.authenticate(&id, &guess, HERE).await.unwrap_err());
+        }
+        assert!(
+            answers[..3].iter().all(|r| *r == Refusal::WrongSecret),
+            "the burst: 3 failures"
+        );
+        assert!(
+            answers[3..]
+                .iter()
+                .all(|r| matches!(r, Refusal::RateLimited(_))),
+            "{answers:?}"
+        );
+        assert!(
+            auth.authenticate(&id, &secret, HERE).await.is_ok(),
+            "remembered: not locked out"
+        );
+        let other = ready_key(&d, "b", hash);
+        assert!(
+            auth.authenticate(&other, &secret, HERE).await.is_ok(),
+            "other clients are served"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_over_the_ceiling_or_not_argon2id_matches_nothing_and_costs_nothing() {
+        let (d, auth, m) = setup(limits());
+        let secret = generate_client_secret().unwrap();
+        let dear = "$argon2id$v=19$m=262144,t=64,p=16$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        let id = ready_key(&d, "a", dear.into());
+        assert_eq!(
+            auth.authenticate(&id, &secret, HERE).await.unwrap_err(),
+            Refusal::HashRefused
+        );
+        let id = ready_key(&d, "b", "$2b$12$notargon".into());
+        assert_eq!(
+            auth.authenticate(&id, &secret, HERE).await.unwrap_err(),
+            Refusal::HashRefused
+        );
+        assert_eq!(count(&m, VERIFIED), 0);
     }
 }

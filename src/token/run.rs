@@ -87,6 +87,11 @@ pub async fn run(
         address_burst: args.address_failure_burst,
         address_seconds_per_failure: args.address_seconds_per_failure,
         max_verifications_queued: args.max_verifications_queued.unwrap_or(8 * workers),
+        hash_ceiling: crate::hashing::HashParams {
+            memory_kib: args.max_hash_memory_kib,
+            iterations: args.max_hash_iterations,
+            parallelism: args.max_hash_parallelism,
+        },
     };
     let server = Arc::new(TokenServer {
         config: IssuerConfig {

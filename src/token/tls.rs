@@ -54,6 +54,7 @@ impl TlsFiles {
     /// keeps being served.
     pub async fn reload_on_change(self, config: RustlsConfig) {
         let mut served = self.read().await.ok().map(|(c, k)| digest(&c, &k));
+        let mut refused = None;
         let mut interval = tokio::time::interval(RELOAD_CHECK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -61,17 +62,19 @@ impl TlsFiles {
             let Ok((cert, key)) = self.read().await else {
                 continue;
             };
-            let now = digest(&cert, &key);
-            if served == Some(now) {
+            let now = Some(digest(&cert, &key));
+            if now == served || now == refused {
                 continue;
             }
             match config.reload_from_pem(cert, key).await {
                 Ok(()) => {
                     tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
-                    served = Some(now);
+                    served = now;
                 }
                 Err(e) => {
+                    // logged once per content; retried when the files change again
                     tracing::warn!(cert = %self.cert.display(), error = %e, "the changed TLS certificate or key does not load; still serving the previous one");
+                    refused = now;
                 }
             }
         }

@@ -73,6 +73,19 @@ impl TokenServer {
         Self::start_replica(&of.issuer, free_port(), &of.kubeconfig, namespace, extra)
     }
 
+    /// One serving the certificate and key in `dir` (`tls.crt`, `tls.key`), as a mounted TLS
+    /// Secret holds them.
+    pub fn start_with_tls(namespace: &str, dir: &Path) -> Self {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let extra = [
+            "--tls-cert-file",
+            cert.to_str().expect("utf-8"),
+            "--tls-key-file",
+            key.to_str().expect("utf-8"),
+        ];
+        Self::start(namespace, &extra)
+    }
+
     fn start_replica(
         issuer: &str,
         port: u16,
@@ -96,10 +109,6 @@ impl TokenServer {
             &format!("127.0.0.1:{port}"),
             "--http-addr",
             "127.0.0.1:0",
-            "--tls-cert-file",
-            pki.join("token-server.crt").to_str().expect("utf-8"),
-            "--tls-key-file",
-            pki.join("token-server.key").to_str().expect("utf-8"),
             "--signing-key-namespace",
             namespace,
             "--lease-duration-seconds",
@@ -110,6 +119,15 @@ impl TokenServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.contains(&"--tls-cert-file") {
+            for (flag, file) in [
+                ("--tls-cert-file", "token-server.crt"),
+                ("--tls-key-file", "token-server.key"),
+            ] {
+                args.push(flag.into());
+                args.push(pki.join(file).to_str().expect("utf-8").into());
+            }
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut server = Self {
             child: None,
@@ -186,14 +204,19 @@ impl TokenServer {
             .and_then(|r| r["fields"]["addr"].as_str().map(String::from))
     }
 
-    /// `/metrics`, parsed.
-    pub fn metrics(&self) -> prometheus_parse::Scrape {
+    /// `/metrics` as text.
+    pub fn metrics_text(&self) -> String {
         let admin = self.admin_addr().expect("the admin address is logged");
-        let body = https_client(None)
+        https_client(None)
             .get(format!("http://{admin}/metrics"))
             .send()
             .and_then(|r| r.text())
-            .expect("metrics");
+            .expect("metrics")
+    }
+
+    /// `/metrics`, parsed.
+    pub fn metrics(&self) -> prometheus_parse::Scrape {
+        let body = self.metrics_text();
         prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
             .expect("metrics parse")
     }
@@ -277,8 +300,28 @@ impl TokenServer {
             .collect()
     }
 
-    /// Asserts that none of `values` (secrets, tokens) appears in the log.
+    /// The subject and serial of the certificate it serves now (`openssl s_client`).
+    pub fn served_certificate(&self) -> String {
+        let addr = self.base.trim_start_matches("https://").to_string();
+        let script = format!(
+            "openssl s_client -connect {addr} -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -subject -serial"
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("openssl runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Asserts that none of `values` (secrets, tokens) appears in the log or the metrics.
     pub fn assert_log_free_of(&self, values: &[String]) {
+        let metrics = self.metrics_text();
+        for v in values {
+            assert!(
+                !metrics.contains(v.as_str()),
+                "a client secret or token appears in the token server's metrics"
+            );
+        }
         let log = self.log();
         assert!(!log.is_empty(), "the token server logged nothing");
         assert!(!log.contains("panicked"), "the token server panicked");
