@@ -58,3 +58,26 @@ pub fn managed(key: &ApiKey, handled: Option<&str>) -> ManagedSecret {
         record_key(),
     )
 }
+
+/// The ApiKey `name` (UID `uid-<name>`, user `alice`) Ready at resourceVersion `version`, with
+/// `client_id`, `hash` and secret generation 1 in its status: what the token server reads.
+pub fn ready_apikey(name: &str, client_id: &str, version: &str, hash: String) -> ApiKey {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let mut k = key(name, "alice", 1);
+    k.metadata.resource_version = Some(version.into());
+    k.status = Some(crate::crd::ApiKeyStatus {
+        client_id: Some(client_id.into()),
+        secret_hash: Some(hash),
+        secret_generation: Some(1),
+        conditions: vec![Condition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "SecretReady".into(),
+            message: String::new(),
+            last_transition_time: time(0),
+            observed_generation: None,
+        }],
+        ..crate::crd::ApiKeyStatus::default()
+    });
+    k
+}

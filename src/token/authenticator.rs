@@ -291,10 +291,8 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ApiKeyStatus;
     use crate::credentials::{generate_client_id, generate_client_secret};
-    use crate::test_support::key;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+    use crate::test_support::ready_apikey;
     use kube::runtime::watcher;
 
     const CHEAP: HashParams = HashParams {
@@ -319,22 +317,7 @@ mod tests {
     /// Makes the Ready key `name` (UID `uid-<name>`) hold client id `id` and `hash`, at
     /// resourceVersion `version`; returns `id`.
     fn put_key(d: &Directory, name: &str, id: &str, version: &str, hash: String) -> String {
-        let mut k = key(name, "alice", 1);
-        k.metadata.resource_version = Some(version.into());
-        k.status = Some(ApiKeyStatus {
-            client_id: Some(id.into()),
-            secret_hash: Some(hash),
-            secret_generation: Some(1),
-            conditions: vec![Condition {
-                type_: "Ready".into(),
-                status: "True".into(),
-                reason: "SecretReady".into(),
-                message: String::new(),
-                last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
-                observed_generation: None,
-            }],
-            ..ApiKeyStatus::default()
-        });
+        let k = ready_apikey(name, id, version, hash);
         d.observe(watcher::Event::Apply(k), &mut None);
         id.into()
     }

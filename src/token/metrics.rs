@@ -39,7 +39,8 @@ pub struct TokenMetrics {
     pub issued: Counter,
     /// Token requests refused, by reason: `invalid_request`, `unsupported_grant_type`,
     /// `invalid_scope`, `malformed_credentials` (answered without hashing), `unknown_client`,
-    /// `ambiguous_client`, `not_ready`, `wrong_secret`, `rate_limited`, `saturated`, `internal`.
+    /// `ambiguous_client`, `not_ready`, `wrong_secret`, `hash_refused`, `rate_limited`, `saturated`,
+    /// `internal`.
     pub failures: Family<ReasonLabel, Counter>,
     /// Duration of argon2id verifications of a presented client secret, in seconds.
     pub verification_seconds: Histogram,

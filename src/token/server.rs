@@ -354,3 +354,237 @@ async fn metadata(State(server): State<Arc<TokenServer>>) -> Response {
     )
         .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::extract::connect_info::MockConnectInfo;
+    use axum::http::{Method, Request};
+    use base64::Engine as _;
+    use kube::runtime::watcher;
+    use tower::ServiceExt as _;
+
+    use super::*;
+    use crate::credentials::{generate_client_id, generate_client_secret};
+    use crate::hashing::{HashParams, Hasher};
+    use crate::test_support::ready_apikey;
+    use crate::token::authenticator::AuthLimits;
+    use crate::token::signing::{KeySet, SigningKey};
+
+    const ISSUER: &str = "https://auth.example";
+    const CHEAP: HashParams = HashParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    struct Fixture {
+        app: Router,
+        directory: Arc<Directory>,
+        keys: KeySet,
+        id: String,
+        secret: String,
+    }
+
+    /// A server with one signing key and one Ready key, whose credentials it returns.
+    async fn fixture() -> Fixture {
+        let directory = Arc::new(Directory::default());
+        let hasher = Hasher::new(CHEAP, 1).unwrap();
+        let secret = generate_client_secret().unwrap();
+        let id = generate_client_id().unwrap();
+        let hash = hasher.hash(secret.clone()).await.unwrap();
+        directory.observe(
+            watcher::Event::Apply(ready_apikey("web", &id, "1", hash)),
+            &mut None,
+        );
+        let limits = AuthLimits {
+            remember_for: Duration::from_secs(60),
+            client_burst: 5,
+            client_seconds_per_failure: 10,
+            address_burst: 20,
+            address_seconds_per_failure: 2,
+            max_verifications_queued: 4,
+            hash_ceiling: HashParams::default(),
+        };
+        let metrics = Arc::new(TokenMetrics::default());
+        let keys = KeySet::new(vec![SigningKey::generate(0, 0).unwrap()]).unwrap();
+        let server = Arc::new(TokenServer {
+            config: IssuerConfig {
+                issuer: ISSUER.into(),
+                audience: "api".into(),
+                lifetime_seconds: 900,
+            },
+            authenticator: Authenticator::new(directory.clone(), hasher, limits, metrics.clone())
+                .unwrap(),
+            directory: directory.clone(),
+            signing: SigningKeys::fixed(keys.clone()),
+            metrics,
+        });
+        let app = router(server).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        Fixture {
+            app,
+            directory,
+            keys,
+            id,
+            secret: secret.expose().to_owned(),
+        }
+    }
+
+    fn basic(id: &str, secret: &str) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        format!("Basic {}", b64.encode(format!("{id}:{secret}")))
+    }
+
+    async fn call(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
+        let response = app.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, json)
+    }
+
+    fn post(path: &str, authorization: Option<&str>, body: &str) -> Request<Body> {
+        let mut r = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(a) = authorization {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        r.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_token_is_issued_for_the_right_credentials_and_verifies_with_the_jwks_keys() {
+        let f = fixture().await;
+        let auth = basic(&f.id, &f.secret);
+        let (status, headers, body) = call(
+            &f.app,
+            post(TOKEN_PATH, Some(&auth), "grant_type=client_credentials"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(
+            (body["token_type"].as_str(), body["expires_in"].as_i64()),
+            (Some("Bearer"), Some(900))
+        );
+        let token = body["access_token"].as_str().unwrap();
+        let claims: AccessTokenClaims = f.keys.verify(token, ISSUER, "api", now()).unwrap();
+        assert_eq!(
+            (claims.sub.as_str(), claims.client_id.as_str()),
+            ("alice", f.id.as_str())
+        );
+        assert_eq!(claims.exp - claims.iat, 900);
+
+        // introspection, asked by another key: active, then inactive once the token's key's
+        // secret generation moved on
+        let caller_secret = generate_client_secret().unwrap();
+        let caller_id = generate_client_id().unwrap();
+        let hash = Hasher::new(CHEAP, 1)
+            .unwrap()
+            .hash(caller_secret.clone())
+            .await
+            .unwrap();
+        f.directory.observe(
+            watcher::Event::Apply(ready_apikey("caller", &caller_id, "1", hash)),
+            &mut None,
+        );
+        let auth = basic(&caller_id, caller_secret.expose());
+        let form = format!("token={token}");
+        let (status, headers, body) =
+            call(&f.app, post(INTROSPECTION_PATH, Some(&auth), &form)).await;
+        assert_eq!(
+            (status, body["active"].as_bool()),
+            (StatusCode::OK, Some(true))
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        let mut moved = ready_apikey(
+            "web",
+            &f.id,
+            "2",
+            "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
+        );
+        if let Some(s) = moved.status.as_mut() {
+            s.secret_generation = Some(2);
+        }
+        f.directory.observe(watcher::Event::Apply(moved), &mut None);
+        let (_, _, body) = call(&f.app, post(INTROSPECTION_PATH, Some(&auth), &form)).await;
+        assert_eq!(body, serde_json::json!({"active": false}), "and only that");
+    }
+
+    #[tokio::test]
+    async fn errors_are_rfc_6749_json_and_not_cached() {
+        let f = fixture().await;
+        let wrong = basic(&f.id, generate_client_secret().unwrap().expose());
+        let (status, headers, body) = call(
+            &f.app,
+            post(TOKEN_PATH, Some(&wrong), "grant_type=client_credentials"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body["error"], "invalid_client");
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Basic")
+        );
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        let (status, headers, body) = call(
+            &f.app,
+            post(
+                TOKEN_PATH,
+                None,
+                &format!(
+                    "grant_type=client_credentials&client_id={}&client_secret=x",
+                    f.id
+                ),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &Value::from("invalid_client"))
+        );
+        assert!(
+            headers.get(header::WWW_AUTHENTICATE).is_none(),
+            "no Basic challenge after post"
+        );
+        let get = Request::builder()
+            .uri(TOKEN_PATH)
+            .body(Body::empty())
+            .unwrap();
+        let (status, _, _) = call(&f.app, get).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        let big = "x".repeat(MAX_BODY_BYTES + 1);
+        let (status, _, _) = call(&f.app, post(TOKEN_PATH, None, &big)).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn the_metadata_is_one_document_at_both_well_known_paths_and_the_jwks_lists_the_keys() {
+        let f = fixture().await;
+        let get = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (_, _, rfc8414) = call(&f.app, get("/.well-known/oauth-authorization-server")).await;
+        let (_, _, oidc) = call(&f.app, get("/.well-known/openid-configuration")).await;
+        assert_eq!(rfc8414, oidc);
+        assert_eq!(rfc8414["issuer"], ISSUER);
+        assert_eq!(
+            rfc8414["token_endpoint"],
+            "https://auth.example/oauth2/token"
+        );
+        assert_eq!(rfc8414["jwks_uri"], "https://auth.example/oauth2/jwks");
+        assert_eq!(
+            rfc8414["grant_types_supported"],
+            serde_json::json!(["client_credentials"])
+        );
+        let (status, headers, jwks) = call(&f.app, get(JWKS_PATH)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers[header::CACHE_CONTROL], JWKS_CACHE_CONTROL);
+        assert_eq!(jwks, f.keys.jwks());
+        assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    }
+}
