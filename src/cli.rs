@@ -123,8 +123,8 @@ pub struct TokenServerArgs {
 
     /// The most memory (KiB) a published argon2id hash may take to verify; a dearer hash (in a
     /// forged or misconfigured status) matches nothing. At least the operator's
-    /// `--argon2-memory-kib`.
-    #[arg(long, env = "APIKEY_TOKEN_MAX_HASH_MEMORY_KIB", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(8..=HashParams::CEILING.memory_kib as i64))]
+    /// `--argon2-memory-kib`. Default 46 MiB, the most of OWASP's argon2id configurations.
+    #[arg(long, env = "APIKEY_TOKEN_MAX_HASH_MEMORY_KIB", default_value_t = 47_104, value_parser = clap::value_parser!(u32).range(8..=HashParams::CEILING.memory_kib as i64))]
     pub max_hash_memory_kib: u32,
 
     /// The most iterations a published argon2id hash may have (at least the operator's).

@@ -10,6 +10,11 @@ pub const GROUP: &str = "apikey.dev";
 /// Annotation whose every new value gives the key exactly one new client secret.
 pub const REGENERATE_ANNOTATION: &str = "apikey.dev/regenerate";
 
+/// Label (`"true"`) that lets a key's client call the token server's introspection endpoint
+/// (RFC 7662 §2.1 asks for authorization there, not only authentication): give it to the keys
+/// of resource servers.
+pub const INTROSPECT_LABEL: &str = "apikey.dev/introspect";
+
 /// Type of the one condition the operator maintains.
 pub const READY_CONDITION: &str = "Ready";
 
@@ -42,6 +47,7 @@ pub struct ApiKeySpec {
     /// no line breaks, no leading or trailing whitespace; at most 256 characters. Immutable.
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(validation = Rule::new(crate::user::USER_RULE).message(crate::user::USER_RULE_MESSAGE))]
+    #[x_kube(validation = Rule::new(crate::user::RESERVED_USER_RULE).message(crate::user::RESERVED_USER_RULE_MESSAGE))]
     pub user: String,
 
     /// Name of the Secret that receives `client_id` and `client_secret`, in the ApiKey's namespace.

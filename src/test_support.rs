@@ -81,3 +81,17 @@ pub fn ready_apikey(name: &str, client_id: &str, version: &str, hash: String) ->
     });
     k
 }
+
+/// A real argon2id hash of `secret` with the cheapest parameters (m 8 KiB, t 1, p 1).
+pub async fn cheap_hash(secret: &crate::credentials::ClientSecret) -> String {
+    let cheap = crate::hashing::HashParams {
+        memory_kib: 8,
+        iterations: 1,
+        parallelism: 1,
+    };
+    crate::hashing::Hasher::new(cheap, 1)
+        .unwrap()
+        .hash(secret.clone())
+        .await
+        .unwrap()
+}

@@ -21,6 +21,15 @@ use unicode_normalization::{IsNormalized, UnicodeNormalization as _, is_nfc_quic
 pub const USER_RULE: &str =
     r"self.matches('^[^\\p{C}\\p{Z}]([^\\p{C}\\p{Z}]|[ ])*$') && !self.endsWith(' ')";
 
+/// CEL rule on `spec.user`: not in Kubernetes' reserved `system:` namespace of users. A token's
+/// `sub` is the user, and a verifier mapping it to a Kubernetes username without a prefix would
+/// otherwise let whoever may create ApiKeys mint `system:masters`-like identities.
+pub const RESERVED_USER_RULE: &str = "!self.startsWith('system:')";
+
+/// Message of [`RESERVED_USER_RULE`].
+pub const RESERVED_USER_RULE_MESSAGE: &str =
+    "spec.user must not begin with 'system:', which Kubernetes reserves for its own users";
+
 /// Message of [`USER_RULE`].
 pub const USER_RULE_MESSAGE: &str = "spec.user must not contain control or invisible characters or line breaks, nor begin or end with whitespace";
 

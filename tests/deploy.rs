@@ -194,7 +194,9 @@ fn token_server_can(args: &[&str]) -> bool {
     let mut cmd = Command::new(kubectl_bin());
     cmd.env(
         "KUBECONFIG",
-        KUBECONFIG.get_or_init(|| service_account_kubeconfig_for("apikey-token-server")),
+        KUBECONFIG.get_or_init(|| {
+            service_account_kubeconfig_for("apikey-token-server", "apikey-token-server")
+        }),
     );
     let mut all = vec!["auth", "can-i"];
     all.extend_from_slice(args);
@@ -211,7 +213,8 @@ fn token_server_can(args: &[&str]) -> bool {
 #[test]
 fn token_server_account_reads_keys_and_only_its_own_secret() {
     install_crd();
-    let sys = ["-n", "apikey-system"];
+    let sys = ["-n", "apikey-token-server"];
+    let operator_ns = ["-n", "apikey-system"];
     for allowed in [
         vec!["list", "apikeys.apikey.dev", "-A"],
         vec!["watch", "apikeys.apikey.dev", "-A"],
@@ -229,7 +232,12 @@ fn token_server_account_reads_keys_and_only_its_own_secret() {
         assert!(token_server_can(&allowed), "should be allowed: {allowed:?}");
     }
     for refused in [
-        [&sys[..], &["get", "secrets/apikey-operator-record-key"]].concat(),
+        [
+            &operator_ns[..],
+            &["get", "secrets/apikey-operator-record-key"],
+        ]
+        .concat(),
+        [&operator_ns[..], &["create", "secrets"]].concat(),
         [&sys[..], &["list", "secrets"]].concat(),
         [&sys[..], &["delete", "secrets/apikey-token-signing-keys"]].concat(),
         vec!["get", "secrets", "-A"],

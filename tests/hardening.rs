@@ -395,6 +395,12 @@ fn users_with_control_or_invisible_characters_are_refused_and_users_compare_afte
             "{user:?}: {err}"
         );
     }
+    // Kubernetes' own users are not for keys: a token acts for its key's user
+    let err = ns.fails(
+        &["apply", "-f", "-"],
+        Some(&manifest("sys", "system:admin")),
+    );
+    assert!(err.contains("must not begin with 'system:'"), "{err}");
     let op = Operator::start(&ns.name);
     ns.apply(&manifest("composed", "jos\u{e9}"));
     wait_ready(&ns, &["composed"]);

@@ -75,13 +75,13 @@ fn python() -> String {
 
 #[test]
 fn authlib_gets_tokens_pyjwt_and_the_kubernetes_api_server_accept_them() {
-    // The server runs as deploy/'s ServiceAccount, keeping its keys in apikey-system: what it
+    // The server runs as deploy/'s ServiceAccount, keeping its keys in its namespace: what it
     // needs of the cluster is exactly what deploy/token-server grants.
-    let sa = service_account_kubeconfig_for("apikey-token-server");
+    let sa = service_account_kubeconfig_for("apikey-token-server", "apikey-token-server");
     let user = format!("tok-{}@example.com", std::process::id());
     let (ns, _op, creds) = keys("token-interop", &[("k", &user)]);
     let (id, secret) = creds[0].clone();
-    let ts = TokenServer::start_on(trusted_issuer_port(), &sa, "apikey-system", &[]);
+    let ts = TokenServer::start_on(trusted_issuer_port(), &sa, "apikey-token-server", &[]);
 
     // authlib (client_secret_basic and client_secret_post) and PyJWT's JWKS client, which finds
     // the keys from the discovery document alone
@@ -138,7 +138,12 @@ fn authlib_gets_tokens_pyjwt_and_the_kubernetes_api_server_accept_them() {
             ok_.then_some(out)
         },
     );
-    assert_eq!(who, user, "the token acts for the key's user");
+    // (the API server maps `sub` with the prefix `apikey:`, as the README recommends)
+    assert_eq!(
+        who,
+        format!("apikey:{user}"),
+        "the token acts for the key's user"
+    );
     // and RBAC applies to that user: nothing until a RoleBinding grants it
     let (allowed, out) =
         kubectl_with_token(&token, &["-n", &ns.name, "get", "apikeys", "-o", "name"]);
@@ -155,7 +160,7 @@ fn authlib_gets_tokens_pyjwt_and_the_kubernetes_api_server_accept_them() {
         "rolebinding",
         "read-keys",
         "--role=read-keys",
-        &format!("--user={user}"),
+        &format!("--user=apikey:{user}"),
     ]);
     let listed = eventually(
         "RBAC to apply to the token's user",
@@ -274,8 +279,18 @@ fn refusals_follow_rfc_6749_and_regeneration_or_deletion_revokes() {
         "no argon2id ran"
     );
 
-    // introspection (RFC 7662), the caller authenticated with b's credentials
-    let active = ts.introspect(&a_token, &b_id, &b_secret);
+    // introspection (RFC 7662), the caller authenticated with b's credentials, once b's key is
+    // labelled to allow it
+    let denied = ts.introspect(&a_token, &b_id, &b_secret);
+    assert_eq!(
+        (denied.status, &denied.body["error"]),
+        (403, &serde_json::json!("unauthorized_client"))
+    );
+    ns.ok(&["label", "apikey", "b", "apikey.dev/introspect=true"]);
+    let active = eventually("b may introspect", Duration::from_secs(20), || {
+        let answer = ts.introspect(&a_token, &b_id, &b_secret);
+        (answer.status == 200).then_some(answer)
+    });
     assert_eq!(active.status, 200);
     assert_eq!(active.body["active"], true, "{}", active.body);
     assert_eq!(active.body["username"], "alice");
@@ -511,6 +526,7 @@ fn brute_force_is_locked_out_while_others_are_served_and_bad_http_gets_a_clear_4
 fn signing_keys_are_published_before_they_sign_and_survive_restarts_and_deletion() {
     let (ns, _op, creds) = keys("token-keys", &[("k", "carol")]);
     let (id, secret) = creds[0].clone();
+    ns.ok(&["label", "apikey", "k", "apikey.dev/introspect=true"]);
     let flags = [
         "--signing-key-rotation-seconds",
         "20",

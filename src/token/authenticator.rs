@@ -101,9 +101,10 @@ pub struct Authenticator {
     /// Key of the remembered digests, from the CSPRNG at start; never leaves the process.
     remember_key: [u8; 32],
     remembered: Mutex<HashMap<String, Remembered>>,
-    queue: Semaphore,
-    by_client: FailureLimiter<String>,
-    by_address: FailureLimiter<IpAddr>,
+    queue: Arc<Semaphore>,
+    by_client: Arc<FailureLimiter<String>>,
+    by_address: Arc<FailureLimiter<IpAddr>>,
+    typical_hash: TypicalDuration,
     metrics: Arc<TokenMetrics>,
 }
 
@@ -120,12 +121,16 @@ impl Authenticator {
             hasher,
             remember_key: credentials::random_bytes::<32>()?,
             remembered: Mutex::default(),
-            queue: Semaphore::new(limits.max_verifications_queued.max(1)),
-            by_client: FailureLimiter::new(limits.client_burst, limits.client_seconds_per_failure),
-            by_address: FailureLimiter::new(
+            queue: Arc::new(Semaphore::new(limits.max_verifications_queued.max(1))),
+            by_client: Arc::new(FailureLimiter::new(
+                limits.client_burst,
+                limits.client_seconds_per_failure,
+            )),
+            by_address: Arc::new(FailureLimiter::new(
                 limits.address_burst,
                 limits.address_seconds_per_failure,
-            ),
+            )),
+            typical_hash: TypicalDuration::default(),
             limits,
             metrics,
         })
@@ -137,34 +142,41 @@ impl Authenticator {
     }
 
     /// The key whose current client secret `secret` is, if `client_id` names exactly one Ready
-    /// key; else why not. Failures spend the budgets of the client id and the source address.
+    /// key; else why not. Failures spend the budgets of the client id and of the source address
+    /// (an IPv6 address counts by its /64: one host can hold a whole /64). A client whose
+    /// verification is remembered is answered before either budget is looked at, so that
+    /// neither guessing at its client id nor a bad neighbour behind the same address (a proxy, a
+    /// NAT) locks it out. Refusals that need no hash wait about as long as a hash takes, so
+    /// that the answer's timing does not tell which client ids exist.
     pub async fn authenticate(
         &self,
         client_id: &str,
         secret: &ClientSecret,
         source: IpAddr,
     ) -> Result<Arc<KeyEntry>, Refusal> {
-        if let Err(wait) = self.by_address.check(&source) {
-            self.metrics
-                .rate_limited
-                .get_or_create(&ByLabel { by: "address" })
-                .inc();
-            return Err(Refusal::RateLimited(wait));
-        }
+        let source = budget_address(source);
         if !credentials::is_well_formed_client_id(client_id) || !secret.is_well_formed() {
             self.by_address.failed(&source);
             return Err(Refusal::Malformed);
         }
         let entry = match self.directory.lookup(client_id) {
             Lookup::Found(entry) => entry,
-            Lookup::Unknown => return Err(self.failed(client_id, source, Refusal::UnknownClient)),
-            Lookup::Ambiguous => {
-                return Err(self.failed(client_id, source, Refusal::AmbiguousClient));
+            Lookup::Unknown => {
+                return Err(self
+                    .refuse_unhashed(client_id, source, Refusal::UnknownClient)
+                    .await);
             }
-            Lookup::NotReady => return Err(self.failed(client_id, source, Refusal::NotReady)),
+            Lookup::Ambiguous => {
+                return Err(self
+                    .refuse_unhashed(client_id, source, Refusal::AmbiguousClient)
+                    .await);
+            }
+            Lookup::NotReady => {
+                return Err(self
+                    .refuse_unhashed(client_id, source, Refusal::NotReady)
+                    .await);
+            }
         };
-        // A remembered verification is answered even while the client id is locked out, so
-        // that guessing at a client's id does not lock that client out.
         let tag = self.tag(&entry, secret);
         if self.is_remembered(&entry.uid, &tag) {
             self.metrics
@@ -173,67 +185,107 @@ impl Authenticator {
                 .inc();
             return Ok(entry);
         }
-        self.locked_out(client_id)?;
-        self.metrics
-            .remembered
-            .get_or_create(&ResultLabel { result: "miss" })
-            .inc();
+        self.locked_out(client_id, source)?;
         let affordable = HashParams::of_phc(&entry.secret_hash)
             .is_some_and(|p| p.within(self.limits.hash_ceiling));
         if !affordable {
             tracing::warn!(namespace = %entry.namespace, apikey = %entry.name, ceiling = ?self.limits.hash_ceiling,
                 "the ApiKey's status.secretHash is not an argon2id hash within the ceiling; refusing its client");
-            return Err(self.failed(client_id, source, Refusal::HashRefused));
+            return Err(self
+                .refuse_unhashed(client_id, source, Refusal::HashRefused)
+                .await);
         }
-        let Ok(_queued) = self.queue.try_acquire() else {
+        self.metrics
+            .remembered
+            .get_or_create(&ResultLabel { result: "miss" })
+            .inc();
+        let Ok(queued) = self.queue.clone().try_acquire_owned() else {
             return Err(Refusal::Saturated);
         };
-        let started = Instant::now();
-        let verified = self
-            .hasher
-            .verify(secret.clone(), entry.secret_hash.clone())
-            .await
-            .unwrap_or(false);
-        self.metrics
-            .verification_seconds
-            .observe(started.elapsed().as_secs_f64());
+        // The verification runs to its end and counts its failure even if the request is
+        // cancelled (a reset stream, a closed connection), holding its place in the queue until
+        // then: a client cannot start hashes it does not wait for.
+        let verification = tokio::spawn({
+            let (hasher, phc, secret) = (
+                self.hasher.clone(),
+                entry.secret_hash.clone(),
+                secret.clone(),
+            );
+            let (by_client, by_address) = (self.by_client.clone(), self.by_address.clone());
+            let (metrics, client_id) = (self.metrics.clone(), client_id.to_owned());
+            async move {
+                let started = Instant::now();
+                let verified = hasher.verify(secret, phc).await.unwrap_or(false);
+                let took = started.elapsed();
+                drop(queued);
+                let lockout = if verified {
+                    None
+                } else {
+                    record_failure(&by_client, &by_address, &metrics, &client_id, source)
+                };
+                // observed last: once it shows, the failure has been counted
+                metrics.verification_seconds.observe(took.as_secs_f64());
+                (verified, took, lockout)
+            }
+        });
+        let Ok((verified, took, lockout)) = verification.await else {
+            return Err(Refusal::Saturated);
+        };
+        self.typical_hash.observe(took);
+        if let Some(wait) = lockout {
+            return Err(Refusal::RateLimited(wait));
+        }
         if !verified {
-            return Err(self.failed(client_id, source, Refusal::WrongSecret));
+            return Err(Refusal::WrongSecret);
         }
         self.remember(&entry.uid, tag);
         Ok(entry)
     }
 
-    /// `Err(RateLimited)` while `client_id` is locked out.
-    fn locked_out(&self, client_id: &str) -> Result<(), Refusal> {
-        self.by_client.check(&client_id.to_owned()).map_err(|wait| {
-            self.metrics
-                .rate_limited
-                .get_or_create(&ByLabel { by: "client_id" })
-                .inc();
-            Refusal::RateLimited(wait)
-        })
+    /// Forgets lockouts that have ended and failure budgets that are full again; run it every
+    /// minute or so, so that the limiters' memory follows the attackers of the last minutes.
+    pub fn sweep(&self) {
+        self.by_client.sweep();
+        self.by_address.sweep();
+        let now = Instant::now();
+        if let Ok(mut remembered) = self.remembered.lock() {
+            remembered.retain(|_, r| r.until > now);
+        }
     }
 
-    /// Counts a failure against the client id and the source address, unless the client id is
-    /// locked out already (then the answer is the lockout).
-    fn failed(&self, client_id: &str, source: IpAddr, why: Refusal) -> Refusal {
-        if let Err(locked) = self.locked_out(client_id) {
-            return locked;
-        }
-        // The failure that spends a budget is answered with the lockout already.
-        let by_client = self.by_client.failed(&client_id.to_owned());
-        let by_address = self.by_address.failed(&source);
-        let (by, wait) = match (by_client, by_address) {
-            (Some(wait), _) => ("client_id", wait),
-            (None, Some(wait)) => ("address", wait),
-            (None, None) => return why,
+    /// `Err(RateLimited)` while the client id or the source address is locked out.
+    fn locked_out(&self, client_id: &str, source: IpAddr) -> Result<(), Refusal> {
+        let (by, wait) = match (
+            self.by_client.check(&client_id.to_owned()),
+            self.by_address.check(&source),
+        ) {
+            (Err(wait), _) => ("client_id", wait),
+            (_, Err(wait)) => ("address", wait),
+            (Ok(()), Ok(())) => return Ok(()),
         };
         self.metrics
             .rate_limited
             .get_or_create(&ByLabel { by })
             .inc();
-        Refusal::RateLimited(wait)
+        Err(Refusal::RateLimited(wait))
+    }
+
+    /// A refusal decided without hashing: counted against both budgets (or the lockout, if one
+    /// holds), answered after about the time a hash takes.
+    async fn refuse_unhashed(&self, client_id: &str, source: IpAddr, why: Refusal) -> Refusal {
+        let answer = match self.locked_out(client_id, source) {
+            Err(locked) => locked,
+            Ok(()) => record_failure(
+                &self.by_client,
+                &self.by_address,
+                &self.metrics,
+                client_id,
+                source,
+            )
+            .map_or(why, Refusal::RateLimited),
+        };
+        tokio::time::sleep(self.typical_hash.get()).await;
+        answer
     }
 
     /// HMAC-SHA256 under the process's remember key over everything a verification depends on:
@@ -258,13 +310,20 @@ impl Authenticator {
         mac.finalize().into_bytes().into()
     }
 
+    /// Whether `tag` is remembered for `uid`; a hit is remembered for another period (the tag
+    /// binds the current hash, so a regeneration still ends it).
     fn is_remembered(&self, uid: &str, tag: &[u8; 32]) -> bool {
-        let Ok(remembered) = self.remembered.lock() else {
+        let Ok(mut remembered) = self.remembered.lock() else {
             return false;
         };
-        remembered
-            .get(uid)
-            .is_some_and(|r| r.until > Instant::now() && bool::from(r.tag.ct_eq(tag)))
+        let now = Instant::now();
+        remembered.get_mut(uid).is_some_and(|r| {
+            let hit = r.until > now && bool::from(r.tag.ct_eq(tag));
+            if hit {
+                r.until = now + self.limits.remember_for;
+            }
+            hit
+        })
     }
 
     fn remember(&self, uid: &str, tag: [u8; 32]) {
@@ -288,11 +347,73 @@ impl Authenticator {
     }
 }
 
+/// Counts a failure of `client_id` from `source`; the lockout it started, if it spent a budget
+/// (the failure that spends a budget is answered with the lockout already).
+fn record_failure(
+    by_client: &FailureLimiter<String>,
+    by_address: &FailureLimiter<IpAddr>,
+    metrics: &TokenMetrics,
+    client_id: &str,
+    source: IpAddr,
+) -> Option<Duration> {
+    let client = by_client.failed(&client_id.to_owned());
+    let address = by_address.failed(&source);
+    let (by, wait) = match (client, address) {
+        (Some(wait), _) => ("client_id", wait),
+        (None, Some(wait)) => ("address", wait),
+        (None, None) => return None,
+    };
+    metrics.rate_limited.get_or_create(&ByLabel { by }).inc();
+    Some(wait)
+}
+
+/// The address a failure budget is kept for: an IPv4 address (also when mapped into IPv6), or
+/// the /64 of an IPv6 address, the smallest block one host is usually given.
+fn budget_address(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !u128::from(u64::MAX),
+            )),
+        },
+    }
+}
+
+/// A running estimate of how long an argon2id verification takes (an exponentially weighted
+/// average, starting at 20 ms), which refusals that need no hash wait for.
+struct TypicalDuration(std::sync::atomic::AtomicU64);
+
+impl Default for TypicalDuration {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicU64::new(20_000))
+    }
+}
+
+impl TypicalDuration {
+    /// Moves the estimate an eighth of the way to `took`.
+    fn observe(&self, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let took = u64::try_from(took.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(10_000_000);
+        let _ = self
+            .0
+            .fetch_update(Relaxed, Relaxed, |old| Some(old - old / 8 + took / 8));
+    }
+
+    /// The estimate.
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::credentials::{generate_client_id, generate_client_secret};
-    use crate::test_support::ready_apikey;
+    use crate::test_support::{cheap_hash, ready_apikey};
     use kube::runtime::watcher;
 
     const CHEAP: HashParams = HashParams {
@@ -322,6 +443,12 @@ mod tests {
         id.into()
     }
 
+    /// A Ready key `name` with a fresh client secret: (client id, secret).
+    async fn key_with_secret(d: &Directory, name: &str) -> (String, ClientSecret) {
+        let secret = generate_client_secret().unwrap();
+        (ready_key(d, name, cheap_hash(&secret).await), secret)
+    }
+
     fn ready_key(d: &Directory, name: &str, hash: String) -> String {
         put_key(d, name, &generate_client_id().unwrap(), "1", hash)
     }
@@ -348,11 +475,7 @@ mod tests {
     async fn the_right_secret_authenticates_once_by_argon2id_then_from_memory() {
         let (d, auth, m) = setup(limits());
         let secret = generate_client_secret().unwrap();
-        let hash = Hasher::new(CHEAP, 1)
-            .unwrap()
-            .hash(secret.clone())
-            .await
-            .unwrap();
+        let hash = cheap_hash(&secret).await;
         let id = ready_key(&d, "a", hash.clone());
         assert_eq!(
             auth.authenticate(&id, &secret, HERE).await.unwrap().name,
@@ -382,13 +505,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_unknown_and_malformed_credentials_are_refused_and_malformed_ones_cost_no_hash() {
         let (d, auth, m) = setup(limits());
-        let secret = generate_client_secret().unwrap();
-        let hash = Hasher::new(CHEAP, 1)
-            .unwrap()
-            .hash(secret.clone())
-            .await
-            .unwrap();
-        let id = ready_key(&d, "a", hash);
+        let (id, secret) = key_with_secret(&d, "a").await;
         let other = generate_client_secret().unwrap();
         let refused = |r: Result<Arc<KeyEntry>, Refusal>| r.unwrap_err();
         assert_eq!(
@@ -421,11 +538,7 @@ mod tests {
     async fn a_client_id_is_locked_out_after_its_burst_but_a_remembered_client_is_not() {
         let (d, auth, _) = setup(limits());
         let secret = generate_client_secret().unwrap();
-        let hash = Hasher::new(CHEAP, 1)
-            .unwrap()
-            .hash(secret.clone())
-            .await
-            .unwrap();
+        let hash = cheap_hash(&secret).await;
         let id = ready_key(&d, "a", hash.clone());
         auth.authenticate(&id, &secret, HERE).await.unwrap();
         let mut answers = Vec::new();
@@ -470,5 +583,49 @@ mod tests {
             Refusal::HashRefused
         );
         assert_eq!(count(&m, VERIFIED), 0);
+    }
+
+    #[test]
+    fn an_ipv6_address_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(budget_address(a), budget_address(b));
+        assert_ne!(budget_address(a), budget_address(other));
+        let mapped: IpAddr = "::ffff:10.0.0.7".parse().unwrap();
+        assert_eq!(
+            budget_address(mapped),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_verification_still_counts_its_failure() {
+        let (d, auth, m) = setup(AuthLimits {
+            client_burst: 1,
+            ..limits()
+        });
+        let auth = Arc::new(auth);
+        let (id, _) = key_with_secret(&d, "a").await;
+        let guess = generate_client_secret().unwrap();
+        let attempt = tokio::spawn({
+            let (auth, id, guess) = (auth.clone(), id.clone(), guess.clone());
+            async move { auth.authenticate(&id, &guess, HERE).await }
+        });
+        // cancel it as soon as its hash has started
+        while count(
+            &m,
+            r#"apikey_token_remembered_verifications_total{result="miss"}"#,
+        ) == 0
+        {
+            tokio::task::yield_now().await;
+        }
+        attempt.abort();
+        while count(&m, VERIFIED) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // the cancelled guess spent the burst of 1: the next wrong guess is locked out
+        let next = auth.authenticate(&id, &guess, HERE).await.unwrap_err();
+        assert!(matches!(next, Refusal::RateLimited(_)), "{next:?}");
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             secret_hash: String::new(),
             generation: 3,
             ready: true,
+            may_introspect: false,
         }
     }
 

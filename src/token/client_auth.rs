@@ -42,12 +42,9 @@ pub enum OAuthError {
     /// The request is missing a parameter, repeats one, uses more than one authentication
     /// method, or is otherwise malformed (400).
     InvalidRequest(&'static str),
-    /// Client authentication failed: unknown client, wrong secret, or none given (401). After
-    /// Basic authentication the answer carries `WWW-Authenticate: Basic` (RFC 6749 §5.2).
-    InvalidClient {
-        /// Whether the client tried HTTP Basic.
-        basic: bool,
-    },
+    /// Client authentication failed: unknown client, wrong secret, or none given (401, with
+    /// `WWW-Authenticate: Basic`; see [`OAuthError::www_authenticate`]).
+    InvalidClient,
     /// A grant type other than `client_credentials` (400).
     UnsupportedGrantType,
     /// A `scope` was requested: this server issues tokens without scopes (400, RFC 6749 §5.2).
@@ -59,7 +56,7 @@ impl OAuthError {
     pub fn code(&self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
-            OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::InvalidClient => "invalid_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::InvalidScope => "invalid_scope",
         }
@@ -68,7 +65,7 @@ impl OAuthError {
     /// The HTTP status code: 401 for `invalid_client`, else 400 (RFC 6749 §5.2).
     pub fn status(&self) -> u16 {
         match self {
-            OAuthError::InvalidClient { .. } => 401,
+            OAuthError::InvalidClient => 401,
             _ => 400,
         }
     }
@@ -78,17 +75,19 @@ impl OAuthError {
     pub fn description(&self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(why) => why,
-            OAuthError::InvalidClient { .. } => "client authentication failed",
+            OAuthError::InvalidClient => "client authentication failed",
             OAuthError::UnsupportedGrantType => "only grant_type=client_credentials is supported",
             OAuthError::InvalidScope => "scopes are not supported: request a token without scope",
         }
     }
 
-    /// The `WWW-Authenticate` header to send, if any: `Basic` after a failed Basic
-    /// authentication (RFC 6749 §5.2), naming the realm of the token endpoint.
+    /// The `WWW-Authenticate` header to send, if any: `Basic` with every `invalid_client`.
+    /// RFC 6749 §5.2 requires it after a failed Basic authentication and allows the 401 (with
+    /// the schemes supported) after `client_secret_post`; RFC 9110 §15.5.2 requires a challenge
+    /// on every 401.
     pub fn www_authenticate(&self) -> Option<&'static str> {
         match self {
-            OAuthError::InvalidClient { basic: true } => Some(r#"Basic realm="apikey-operator""#),
+            OAuthError::InvalidClient => Some(r#"Basic realm="apikey-operator""#),
             _ => None,
         }
     }
@@ -125,8 +124,8 @@ pub fn parse(
 }
 
 /// An introspection request (RFC 7662 §2.1): the token, and the credentials of the client asking
-/// (any Ready ApiKey's, with `client_secret_basic` or `client_secret_post`).
-#[derive(Debug)]
+/// (a Ready ApiKey's, with `client_secret_basic` or `client_secret_post`). Its `Debug` shows
+/// neither the token nor the secret.
 pub struct IntrospectionRequest {
     /// The token to introspect.
     pub token: String,
@@ -158,6 +157,16 @@ pub fn parse_introspection(
         client_secret,
         method,
     })
+}
+
+impl std::fmt::Debug for IntrospectionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntrospectionRequest")
+            .field("token", &"<redacted>")
+            .field("client_id", &self.client_id)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The parameters of a form-urlencoded request body.
@@ -222,7 +231,7 @@ impl Form {
                 ClientSecret::new(secret.to_owned()),
                 AuthMethod::ClientSecretPost,
             )),
-            (None, _) => Err(OAuthError::InvalidClient { basic: false }),
+            (None, _) => Err(OAuthError::InvalidClient),
         }
     }
 }
@@ -230,7 +239,7 @@ impl Form {
 /// The client id and secret of an `Authorization: Basic` header (RFC 7617), each form-urlencoded
 /// inside it (RFC 6749 §2.3.1). Anything else is a failed Basic authentication.
 fn basic(header: &[u8]) -> Result<(String, String), OAuthError> {
-    let failed = OAuthError::InvalidClient { basic: true };
+    let failed = OAuthError::InvalidClient;
     let header = std::str::from_utf8(header).map_err(|_| failed.clone())?;
     let (scheme, encoded) = header.trim().split_once(' ').ok_or(failed.clone())?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -395,15 +404,12 @@ mod tests {
 
     #[test]
     fn a_failed_basic_authentication_asks_for_basic_and_says_nothing_about_the_client() {
-        let err = OAuthError::InvalidClient { basic: true };
+        let err = OAuthError::InvalidClient;
         assert_eq!(
             err.www_authenticate(),
             Some(r#"Basic realm="apikey-operator""#)
         );
-        assert_eq!(
-            OAuthError::InvalidClient { basic: false }.www_authenticate(),
-            None
-        );
+        assert_eq!(OAuthError::UnsupportedGrantType.www_authenticate(), None);
         assert_eq!(err.description(), "client authentication failed");
         let debug = format!(
             "{:?}",

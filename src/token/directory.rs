@@ -38,6 +38,8 @@ pub struct KeyEntry {
     pub generation: i64,
     /// Whether the Ready condition is `True`.
     pub ready: bool,
+    /// Whether the key is labelled `apikey.dev/introspect: "true"`: its client may introspect.
+    pub may_introspect: bool,
 }
 
 impl KeyEntry {
@@ -49,6 +51,12 @@ impl KeyEntry {
         let client_id = status.client_id.clone()?;
         let (hash, generation) = (status.secret_hash.clone(), status.secret_generation);
         let ready = key.ready_condition().is_some_and(|c| c.status == "True");
+        let may_introspect = key
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::crd::INTROSPECT_LABEL))
+            .is_some_and(|v| v == "true");
         Some(Self {
             uid: key.metadata.uid.clone()?,
             resource_version: key.metadata.resource_version.clone().unwrap_or_default(),
@@ -57,6 +65,7 @@ impl KeyEntry {
             user: user::canonical(&key.spec.user).into_owned(),
             client_id,
             ready: ready && hash.is_some() && generation.is_some(),
+            may_introspect,
             secret_hash: hash.unwrap_or_default(),
             generation: generation.unwrap_or_default(),
         })
@@ -122,6 +131,8 @@ impl Index {
 pub struct Directory {
     index: RwLock<Index>,
     synced: AtomicBool,
+    /// Since when the watch has been failing, if it is.
+    failing_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Directory {
@@ -157,6 +168,23 @@ impl Directory {
     /// Whether the first complete list of ApiKeys has been read.
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Relaxed)
+    }
+
+    /// How long the watch has been failing (the keys served may be out of date: a deleted or
+    /// regenerated key may still authenticate), or `None` while it works.
+    pub fn failing_for(&self) -> Option<std::time::Duration> {
+        let since = *self.failing_since.lock().ok()?;
+        since.map(|t| t.elapsed())
+    }
+
+    fn set_failing(&self, failing: bool) {
+        if let Ok(mut since) = self.failing_since.lock() {
+            match (failing, *since) {
+                (true, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => *since = None,
+                _ => {}
+            }
+        }
     }
 
     /// How many keys are known, and how many of them are Ready.
@@ -198,20 +226,19 @@ impl Directory {
         let mut events = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .boxed();
-        let mut failing = false;
         while let Some(event) = events.next().await {
             match event {
                 Ok(event) => {
-                    if failing {
+                    if self.failing_for().is_some() {
                         tracing::info!("the watch of ApiKeys works again");
-                        failing = false;
+                        self.set_failing(false);
                     }
                     self.observe(event, &mut relist);
                 }
                 Err(e) => {
-                    if !failing {
+                    if self.failing_for().is_none() {
                         tracing::warn!(error = %e, "the watch of ApiKeys failed; serving the keys last seen and retrying");
-                        failing = true;
+                        self.set_failing(true);
                     }
                 }
             }

@@ -73,6 +73,19 @@ impl<K: Hash + Eq + Clone> FailureLimiter<K> {
     }
 }
 
+impl<K: Hash + Eq + Clone> FailureLimiter<K> {
+    /// Forgets lockouts that have ended and budgets that are full again.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        if let Ok(mut locked) = self.locked.lock() {
+            locked.retain(|_, until| *until > now);
+            locked.shrink_to_fit();
+        }
+        self.budget.retain_recent();
+        self.budget.shrink_to_fit();
+    }
+}
+
 /// `Retry-After` in whole seconds (RFC 9110 §10.2.3), rounded up, at least 1.
 pub fn retry_after_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))

@@ -16,7 +16,7 @@ use kube::api::Api;
 use super::authenticator::{AuthLimits, Authenticator};
 use super::directory::Directory;
 use super::metrics::TokenMetrics;
-use super::server::{self, IssuerConfig, MAX_HEADER_BYTES, TokenServer};
+use super::server::{self, HEADER_READ_TIMEOUT, IssuerConfig, MAX_HEADER_BYTES, TokenServer};
 use super::signing::Schedule;
 use super::signing_secret;
 use super::tls::TlsFiles;
@@ -28,6 +28,16 @@ use crate::hashing::Hasher;
 /// Seconds of clock skew between this server and verifiers that a retired signing key is kept
 /// published beyond the last token it signed.
 const CLOCK_SKEW_SECONDS: u64 = 300;
+
+/// argon2id verifications running at once, at most (fewer on fewer cores).
+const MAX_WORKERS: usize = 4;
+
+/// How long the watch of ApiKeys may fail before the replica reports not ready: past that, a
+/// deleted or regenerated key could authenticate for as long as the failure lasts.
+const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// How often the failure budgets forget what is over.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Serves the token server until `shutdown` resolves. `namespace` is where its signing-key
 /// Secret and Lease live; `identity` names this replica in the Lease.
@@ -78,7 +88,9 @@ pub async fn run(
     )
     .await?;
 
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Each verification holds the hash's `m` KiB while it runs: at most this many at once, so
+    // that memory stays bounded (4 x the default 46 MiB ceiling) even without a CPU limit.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
     let hasher = Hasher::new(crate::hashing::HashParams::default(), workers)?;
     let limits = AuthLimits {
         remember_for: Duration::from_secs(args.remember_seconds),
@@ -105,6 +117,15 @@ pub async fn run(
         metrics,
     });
 
+    let sweeper = server.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            every.tick().await;
+            sweeper.authenticator.sweep();
+        }
+    });
+
     let admin = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .map_err(|e| Error::Config(format!("--http-addr {}: {e}", args.http_addr)))?;
@@ -127,12 +148,16 @@ pub async fn run(
     let served = match tls {
         Some((files, config)) => {
             tokio::spawn(files.reload_on_change(config.clone()));
-            let mut server = axum_server::bind_rustls(args.listen_addr, config).handle(handle);
+            let mut server = axum_server::bind_rustls(args.listen_addr, config)
+                .handle(handle)
+                .first_request_timeout(HEADER_READ_TIMEOUT);
             bound_http(server.http_builder());
             server.serve(app).await
         }
         None => {
-            let mut server = axum_server::bind(args.listen_addr).handle(handle);
+            let mut server = axum_server::bind(args.listen_addr)
+                .handle(handle)
+                .first_request_timeout(HEADER_READ_TIMEOUT);
             bound_http(server.http_builder());
             server.serve(app).await
         }
@@ -142,49 +167,64 @@ pub async fn run(
     Ok(())
 }
 
-/// Bounds the request head: hyper answers 431 beyond [`MAX_HEADER_BYTES`] or 64 headers.
+/// Bounds the request head: hyper answers 431 beyond [`MAX_HEADER_BYTES`] or 64 headers, and
+/// closes a connection whose head takes longer than [`HEADER_READ_TIMEOUT`]; idle HTTP/2
+/// connections are pinged and closed when they stop answering.
 fn bound_http(
     builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
 ) {
     builder
         .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES)
         .max_headers(64);
     builder
         .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(HEADER_READ_TIMEOUT)
+        .keep_alive_timeout(HEADER_READ_TIMEOUT)
         .max_header_list_size(u32::try_from(MAX_HEADER_BYTES).unwrap_or(u32::MAX));
 }
 
-/// `/healthz`, `/readyz` (ready once the ApiKeys are listed and a signing key is loaded) and
+/// `/healthz`, `/readyz` (ready once the ApiKeys are listed and a signing key that may sign is
+/// loaded, and not while the watch of ApiKeys has failed for more than [`STALE_AFTER`]) and
 /// `/metrics`, over plain HTTP.
 async fn serve_admin(listener: tokio::net::TcpListener, server: Arc<TokenServer>) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            server::REQUEST_TIMEOUT,
+        ))
         .with_state(server);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "health and metrics endpoint failed");
     }
 }
 
-async fn readyz(State(server): State<Arc<TokenServer>>) -> impl IntoResponse {
+async fn readyz(State(server): State<Arc<TokenServer>>) -> (StatusCode, String) {
+    let unavailable = |why: String| (StatusCode::SERVICE_UNAVAILABLE, why);
     if !server.directory.is_synced() {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the ApiKeys have not been listed yet",
-        );
+        return unavailable("the ApiKeys have not been listed yet".into());
+    }
+    if let Some(failing) = server.directory.failing_for()
+        && failing > STALE_AFTER
+    {
+        return unavailable(format!(
+            "the watch of ApiKeys has failed for {} s: deleted or regenerated keys may still authenticate here",
+            failing.as_secs()
+        ));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     if !server.signing.is_ready(now) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no signing key loaded that may sign now",
-        );
+        return unavailable("no signing key loaded that may sign now".into());
     }
-    (StatusCode::OK, "ok")
+    (StatusCode::OK, "ok".into())
 }
 
 async fn metrics(State(server): State<Arc<TokenServer>>) -> impl IntoResponse {

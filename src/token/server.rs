@@ -8,7 +8,8 @@
 //! | `GET /.well-known/oauth-authorization-server` | server metadata | RFC 8414 §3 |
 //! | `GET /.well-known/openid-configuration` | the same document, where OpenID Connect verifiers look | OpenID Connect Discovery 1.0 §4 |
 //!
-//! Requests are bounded: bodies to [`MAX_BODY_BYTES`], headers to [`MAX_HEADER_BYTES`]. Answers
+//! Requests are bounded: bodies to [`MAX_BODY_BYTES`], headers to [`MAX_HEADER_BYTES`], the time
+//! to send a head to [`HEADER_READ_TIMEOUT`] and a whole request to [`REQUEST_TIMEOUT`]. Answers
 //! that carry a token or a decision about one are `Cache-Control: no-store` (RFC 6749 §5.1).
 
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::authenticator::{Authenticator, Refusal};
 use super::claims::AccessTokenClaims;
-use super::client_auth::{self, AuthMethod, OAuthError};
+use super::client_auth::{self, OAuthError};
 use super::directory::Directory;
 use super::limits::retry_after_seconds;
 use super::metrics::{ResultLabel, TokenMetrics};
@@ -39,6 +40,12 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// How long verifiers may cache the JWKS, in seconds.
 pub const JWKS_MAX_AGE_SECONDS: u32 = 60;
 const JWKS_CACHE_CONTROL: &str = "public, max-age=60";
+
+/// Longest a request may take from its head being read to its answer, body included.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a client may take to send a request's head (and its first request on a new
+/// connection); then the connection is closed.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Token endpoint path.
 pub const TOKEN_PATH: &str = "/oauth2/token";
@@ -81,6 +88,11 @@ pub fn router(server: Arc<TokenServer>) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/.well-known/openid-configuration", get(metadata))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // a slow body or a stuck handler ends in 408, not in a connection held forever
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         .with_state(server)
 }
 
@@ -134,7 +146,7 @@ fn try_later(status: StatusCode, seconds: u64, why: &str) -> Response {
 
 /// The answer to a failed client authentication: `invalid_client` for every kind of wrong
 /// credential alike (RFC 6749 §5.2), 429 when locked out, 503 when saturated.
-fn refused(server: &TokenServer, refusal: &Refusal, method: AuthMethod) -> Response {
+fn refused(server: &TokenServer, refusal: &Refusal) -> Response {
     server.metrics.failed(refusal.reason());
     match refusal {
         Refusal::RateLimited(wait) => try_later(
@@ -147,9 +159,7 @@ fn refused(server: &TokenServer, refusal: &Refusal, method: AuthMethod) -> Respo
             1,
             "too many client authentications in flight; retry later",
         ),
-        _ => oauth_error(&OAuthError::InvalidClient {
-            basic: method == AuthMethod::ClientSecretBasic,
-        }),
+        _ => oauth_error(&OAuthError::InvalidClient),
     }
 }
 
@@ -181,7 +191,7 @@ async fn token(
         .await
     {
         Ok(entry) => entry,
-        Err(refusal) => return refused(&server, &refusal, request.method),
+        Err(refusal) => return refused(&server, &refusal),
     };
     let Some(keys) = server.signing.current() else {
         server.metrics.failed("internal");
@@ -223,9 +233,9 @@ async fn token(
 }
 
 /// `POST /oauth2/introspect` (RFC 7662 §2). The caller authenticates as a client, with the
-/// credentials of any Ready ApiKey (a resource server gets a key of its own), by
-/// `client_secret_basic` or `client_secret_post`; failures count against the same budgets as at
-/// the token endpoint. A token is active when its signature, issuer, audience and expiry verify,
+/// credentials of a Ready ApiKey labelled `apikey.dev/introspect: "true"` (a resource server
+/// gets a key of its own), by `client_secret_basic` or `client_secret_post`; failures count
+/// against the same budgets as at the token endpoint; another key's client gets 403. A token is active when its signature, issuer, audience and expiry verify,
 /// and its ApiKey still exists (same UID), is Ready, holds the same client id and is still at the
 /// secret generation the token was issued under: a token of a deleted or regenerated key is
 /// inactive at once.
@@ -241,12 +251,23 @@ async fn introspect(
         Ok(request) => request,
         Err(e) => return oauth_error(&e),
     };
-    if let Err(refusal) = server
+    let caller = match server
         .authenticator
         .authenticate(&request.client_id, &request.client_secret, peer.ip())
         .await
     {
-        return refused(&server, &refusal, request.method);
+        Ok(caller) => caller,
+        Err(refusal) => return refused(&server, &refusal),
+    };
+    // RFC 7662 §2.1, §4: authorization as well as authentication, against token scanning.
+    if !caller.may_introspect {
+        return no_store(
+            StatusCode::FORBIDDEN,
+            json!({
+                "error": "unauthorized_client",
+                "error_description": "this client may not introspect tokens: label its ApiKey apikey.dev/introspect=true",
+            }),
+        );
     }
     let answer = active_claims(&server, &request.token);
     let result = if answer.is_some() {
@@ -369,7 +390,7 @@ mod tests {
     use super::*;
     use crate::credentials::{generate_client_id, generate_client_secret};
     use crate::hashing::{HashParams, Hasher};
-    use crate::test_support::ready_apikey;
+    use crate::test_support::{cheap_hash, ready_apikey};
     use crate::token::authenticator::AuthLimits;
     use crate::token::signing::{KeySet, SigningKey};
 
@@ -483,17 +504,19 @@ mod tests {
         // secret generation moved on
         let caller_secret = generate_client_secret().unwrap();
         let caller_id = generate_client_id().unwrap();
-        let hash = Hasher::new(CHEAP, 1)
-            .unwrap()
-            .hash(caller_secret.clone())
-            .await
-            .unwrap();
-        f.directory.observe(
-            watcher::Event::Apply(ready_apikey("caller", &caller_id, "1", hash)),
-            &mut None,
-        );
-        let auth = basic(&caller_id, caller_secret.expose());
+        let hash = cheap_hash(&caller_secret).await;
         let form = format!("token={token}");
+        let mut caller = ready_apikey("caller", &caller_id, "1", hash);
+        f.directory
+            .observe(watcher::Event::Apply(caller.clone()), &mut None);
+        let auth = basic(&caller_id, caller_secret.expose());
+        let (status, _, body) = call(&f.app, post(INTROSPECTION_PATH, Some(&auth), &form)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "not labelled: {body}");
+        assert_eq!(body["error"], "unauthorized_client");
+        caller.metadata.labels =
+            Some([(crate::crd::INTROSPECT_LABEL.to_string(), "true".to_string())].into());
+        f.directory
+            .observe(watcher::Event::Apply(caller), &mut None);
         let (status, headers, body) =
             call(&f.app, post(INTROSPECTION_PATH, Some(&auth), &form)).await;
         assert_eq!(
@@ -550,8 +573,8 @@ mod tests {
             (StatusCode::UNAUTHORIZED, &Value::from("invalid_client"))
         );
         assert!(
-            headers.get(header::WWW_AUTHENTICATE).is_none(),
-            "no Basic challenge after post"
+            headers.contains_key(header::WWW_AUTHENTICATE),
+            "a 401 always says which scheme to use (RFC 9110 §15.5.2)"
         );
         let get = Request::builder()
             .uri(TOKEN_PATH)

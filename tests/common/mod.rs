@@ -214,23 +214,16 @@ pub fn operator_kubeconfig() -> PathBuf {
 /// Applies deploy/ (CRD first), mints a token for its ServiceAccount with `kubectl create token`,
 /// and writes a kubeconfig that holds only that token.
 pub fn service_account_kubeconfig() -> PathBuf {
-    service_account_kubeconfig_for("apikey-operator")
+    service_account_kubeconfig_for("apikey-system", "apikey-operator")
 }
 
-/// A kubeconfig holding only the token of deploy/'s ServiceAccount `account` in apikey-system
-/// (deploy/ applied first).
-pub fn service_account_kubeconfig_for(account: &str) -> PathBuf {
+/// A kubeconfig holding only the token of deploy/'s ServiceAccount `namespace/account` (deploy/
+/// applied first).
+pub fn service_account_kubeconfig_for(namespace: &str, account: &str) -> PathBuf {
     install_crd();
     let deploy = root().join("deploy");
     ok(&["apply", "-k", deploy.to_str().expect("utf-8 path")]);
-    let token = ok(&[
-        "-n",
-        "apikey-system",
-        "create",
-        "token",
-        account,
-        "--duration=2h",
-    ]);
+    let token = ok(&["-n", namespace, "create", "token", account, "--duration=2h"]);
     let (server, ca) = cluster_endpoint();
     let config = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: {server}, certificate-authority: {ca}}}\nusers:\n- name: sa\n  user: {{token: {}}}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa}}\ncurrent-context: sa\n",

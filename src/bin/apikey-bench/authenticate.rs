@@ -402,6 +402,7 @@ async fn es256_limit() -> Result<f64> {
             secret_hash: String::new(),
             generation: 1,
             ready: true,
+            may_introspect: false,
         };
         let claims =
             AccessTokenClaims::issue(&entry, "https://127.0.0.1:8443", "apikey", now, 900)?;
