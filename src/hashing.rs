@@ -11,9 +11,10 @@ use std::sync::Arc;
 
 use std::sync::Mutex;
 
-use argon2::{Algorithm, Argon2, Block, Params, PasswordVerifier as _, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
+use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
 
 use crate::credentials::ClientSecret;
@@ -158,16 +159,32 @@ impl Hasher {
 
 impl Hasher {
     /// Whether `secret` matches the PHC string `phc` (see [`verify`]), computed on the same
-    /// bounded pool of blocking threads as the hashes.
+    /// bounded pool of blocking threads as the hashes and with their reused working memory
+    /// (grown, when a hash asks for more, up to the ceiling): a server verifying many secrets
+    /// holds at most `workers` working memories, instead of what the allocator keeps of one
+    /// allocation per verification.
     pub async fn verify(&self, secret: ClientSecret, phc: String) -> Result<bool> {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| Error::Hash(e.to_string()))?;
-        tokio::task::spawn_blocking(move || verify(secret.expose(), &phc))
-            .await
-            .map_err(|e| Error::Hash(format!("hashing worker failed: {e}")))
+        let mut memory = self
+            .memory
+            .lock()
+            .ok()
+            .and_then(|mut idle| idle.pop())
+            .unwrap_or_default();
+        let (verified, memory) = tokio::task::spawn_blocking(move || {
+            let verified = verify_with_memory(secret.expose(), &phc, &mut memory);
+            (verified, memory)
+        })
+        .await
+        .map_err(|e| Error::Hash(format!("hashing worker failed: {e}")))?;
+        if let Ok(mut idle) = self.memory.lock() {
+            idle.push(memory);
+        }
+        Ok(verified)
     }
 }
 
@@ -193,17 +210,51 @@ fn hash_now(
 }
 
 /// Whether `secret` matches the argon2id PHC string `phc`: what a server checking presented keys
-/// does. A hash that is not argon2id, or whose parameters exceed [`HashParams::CEILING`], matches
-/// nothing and costs nothing.
+/// does. A hash that is not argon2id (version 19), or whose parameters exceed
+/// [`HashParams::CEILING`], matches nothing and costs nothing.
 pub fn verify(secret: &str, phc: &str) -> bool {
-    let within = HashParams::of_phc(phc).is_some_and(HashParams::within_ceiling);
+    verify_with_memory(secret, phc, &mut Vec::new())
+}
+
+/// [`verify`] in `memory`, grown if the hash needs more. The hash is recomputed with the PHC
+/// string's parameters and salt and compared in constant time, as the `password-hash` crate's
+/// verifier does.
+fn verify_with_memory(secret: &str, phc: &str, memory: &mut Vec<Block>) -> bool {
+    let Some(params) = HashParams::of_phc(phc).filter(|p| p.within_ceiling()) else {
+        return false;
+    };
     let Ok(hash) = argon2::PasswordHash::new(phc) else {
         return false;
     };
-    within
-        && Argon2::default()
-            .verify_password(secret.as_bytes(), &hash)
-            .is_ok()
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    if hash.version.is_some_and(|v| v != u32::from(Version::V0x13)) {
+        return false;
+    }
+    let Ok(argon2_params) = Params::new(
+        params.memory_kib,
+        params.iterations,
+        params.parallelism,
+        Some(expected.len()),
+    ) else {
+        return false;
+    };
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, argon2_params);
+    let blocks = argon2.params().block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::new());
+    }
+    let mut computed = vec![0u8; expected.len()];
+    argon2
+        .hash_password_into_with_memory(
+            secret.as_bytes(),
+            salt.as_ref(),
+            &mut computed,
+            &mut memory[..],
+        )
+        .is_ok()
+        && bool::from(computed.as_slice().ct_eq(expected.as_bytes()))
 }
 
 #[cfg(test)]
@@ -291,5 +342,52 @@ mod tests {
             secret.expose(),
             "$argon2i$v=19$m=64,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
         ));
+    }
+
+    #[test]
+    fn hashes_made_by_the_argon2_crates_own_hasher_verify_and_tampered_ones_do_not() {
+        use argon2::PasswordHasher as _;
+        let secret = generate_client_secret().unwrap();
+        let params = Params::new(64, 2, 2, None).unwrap();
+        let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        let phc = argon2
+            .hash_password(secret.expose().as_bytes())
+            .unwrap()
+            .to_string();
+        assert!(verify(secret.expose(), &phc), "{phc}");
+        let (head, tail) = phc.split_at(phc.len() - 4);
+        let flipped = if tail.starts_with('A') { "B" } else { "A" };
+        let tampered = format!("{head}{flipped}{}", &tail[1..]);
+        assert!(!verify(secret.expose(), &tampered));
+        let old_version = phc.replace("$v=19$", "$v=16$");
+        assert!(!verify(secret.expose(), &old_version));
+    }
+
+    #[tokio::test]
+    async fn verifications_reuse_one_working_memory_grown_to_the_largest_hash() {
+        let hasher = Hasher::new(cheap(), 1).unwrap();
+        let secret = generate_client_secret().unwrap();
+        let small = hasher.hash(secret.clone()).await.unwrap();
+        let bigger = Hasher::new(
+            HashParams {
+                memory_kib: 256,
+                ..cheap()
+            },
+            1,
+        )
+        .unwrap()
+        .hash(secret.clone())
+        .await
+        .unwrap();
+        for phc in [&small, &bigger, &small] {
+            assert!(hasher.verify(secret.clone(), phc.clone()).await.unwrap());
+        }
+        let idle = hasher.memory.lock().unwrap();
+        assert_eq!(idle.len(), 1, "one worker, one buffer");
+        assert_eq!(
+            idle[0].len(),
+            256,
+            "grown to the largest hash (256 KiB = 256 blocks)"
+        );
     }
 }
