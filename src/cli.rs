@@ -100,11 +100,13 @@ pub struct TokenServerArgs {
     #[arg(long, env = "APIKEY_TOKEN_REMEMBER_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub remember_seconds: u64,
 
-    /// Failed authentications a client id may have at once before it is locked out.
+    /// Failed authentications a client id may have at once from one address before it is
+    /// locked out there (from all addresses together: 20 times as many).
     #[arg(long, env = "APIKEY_TOKEN_CLIENT_FAILURE_BURST", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub client_failure_burst: u32,
 
-    /// Seconds until a locked-out client id may fail once more.
+    /// Seconds until a locked-out client id may fail once more from that address (from all
+    /// addresses together: a twentieth of this, at least one second).
     #[arg(long, env = "APIKEY_TOKEN_CLIENT_SECONDS_PER_FAILURE", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub client_seconds_per_failure: u64,
 

@@ -519,7 +519,26 @@ fn brute_force_is_locked_out_while_others_are_served_and_bad_http_gets_a_clear_4
         200,
         "still serving"
     );
-    ts.assert_log_free_of(&[a_secret, b_secret, a_token]);
+
+    // a client that keeps its old secret after a regeneration (the kubelet has not updated its
+    // mounted Secret yet) is refused, but does not lock out the new secret it will read
+    ns.ok(&["annotate", "apikey", "b", "apikey.dev/regenerate=r1"]);
+    wait_handled(&ns, "b", "r1");
+    let (_, b_new) = credentials(&ns, "b");
+    eventually(
+        "the new secret to be known",
+        Duration::from_secs(20),
+        || (ts.token_basic(&b_id, &b_secret).status == 401).then_some(()),
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            ts.token_basic(&b_id, &b_secret).status,
+            401,
+            "refused, not locked out"
+        );
+    }
+    assert_eq!(ts.token_basic(&b_id, &b_new).status, 200);
+    ts.assert_log_free_of(&[a_secret, b_secret, b_new, a_token]);
 }
 
 #[test]

@@ -102,8 +102,11 @@ pub struct Authenticator {
     remember_key: [u8; 32],
     remembered: Mutex<HashMap<String, Remembered>>,
     queue: Arc<Semaphore>,
-    by_client: Arc<FailureLimiter<String>>,
-    by_address: Arc<FailureLimiter<IpAddr>>,
+    /// Secrets known to be wrong for the key as it is now (their tags), until when: a client
+    /// that keeps presenting a secret that has been regenerated costs no hash and spends no
+    /// budget, so it cannot lock out its own new secret.
+    refused: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
+    budgets: Arc<Budgets>,
     typical_hash: TypicalDuration,
     metrics: Arc<TokenMetrics>,
 }
@@ -122,14 +125,8 @@ impl Authenticator {
             remember_key: credentials::random_bytes::<32>()?,
             remembered: Mutex::default(),
             queue: Arc::new(Semaphore::new(limits.max_verifications_queued.max(1))),
-            by_client: Arc::new(FailureLimiter::new(
-                limits.client_burst,
-                limits.client_seconds_per_failure,
-            )),
-            by_address: Arc::new(FailureLimiter::new(
-                limits.address_burst,
-                limits.address_seconds_per_failure,
-            )),
+            refused: Arc::default(),
+            budgets: Arc::new(Budgets::new(&limits)),
             typical_hash: TypicalDuration::default(),
             limits,
             metrics,
@@ -156,7 +153,7 @@ impl Authenticator {
     ) -> Result<Arc<KeyEntry>, Refusal> {
         let source = budget_address(source);
         if !credentials::is_well_formed_client_id(client_id) || !secret.is_well_formed() {
-            self.by_address.failed(&source);
+            self.budgets.by_address.failed(&source);
             return Err(Refusal::Malformed);
         }
         let entry = match self.directory.lookup(client_id) {
@@ -185,6 +182,16 @@ impl Authenticator {
                 .inc();
             return Ok(entry);
         }
+        if self.is_known_wrong(&tag) {
+            self.metrics
+                .remembered
+                .get_or_create(&ResultLabel {
+                    result: "known_wrong",
+                })
+                .inc();
+            tokio::time::sleep(self.typical_hash.get()).await;
+            return Err(Refusal::WrongSecret);
+        }
         self.locked_out(client_id, source)?;
         let affordable = HashParams::of_phc(&entry.secret_hash)
             .is_some_and(|p| p.within(self.limits.hash_ceiling));
@@ -211,8 +218,9 @@ impl Authenticator {
                 entry.secret_hash.clone(),
                 secret.clone(),
             );
-            let (by_client, by_address) = (self.by_client.clone(), self.by_address.clone());
+            let (budgets, refused) = (self.budgets.clone(), self.refused.clone());
             let (metrics, client_id) = (self.metrics.clone(), client_id.to_owned());
+            let forget_after = self.limits.remember_for;
             async move {
                 let started = Instant::now();
                 let verified = hasher.verify(secret, phc).await.unwrap_or(false);
@@ -221,7 +229,8 @@ impl Authenticator {
                 let lockout = if verified {
                     None
                 } else {
-                    record_failure(&by_client, &by_address, &metrics, &client_id, source)
+                    remember_wrong(&refused, tag, forget_after);
+                    budgets.failed(&metrics, &client_id, source)
                 };
                 // observed last: once it shows, the failure has been counted
                 metrics.verification_seconds.observe(took.as_secs_f64());
@@ -245,29 +254,35 @@ impl Authenticator {
     /// Forgets lockouts that have ended and failure budgets that are full again; run it every
     /// minute or so, so that the limiters' memory follows the attackers of the last minutes.
     pub fn sweep(&self) {
-        self.by_client.sweep();
-        self.by_address.sweep();
+        self.budgets.sweep();
         let now = Instant::now();
         if let Ok(mut remembered) = self.remembered.lock() {
             remembered.retain(|_, r| r.until > now);
         }
+        if let Ok(mut refused) = self.refused.lock() {
+            refused.retain(|_, until| *until > now);
+        }
     }
 
-    /// `Err(RateLimited)` while the client id or the source address is locked out.
+    /// Whether `tag` is a secret known to be wrong for the key as it is now.
+    fn is_known_wrong(&self, tag: &[u8; 32]) -> bool {
+        self.refused
+            .lock()
+            .ok()
+            .and_then(|refused| refused.get(tag).copied())
+            .is_some_and(|until| until > Instant::now())
+    }
+
+    /// `Err(RateLimited)` while the client id (from this address, or from everywhere) or the
+    /// source address is locked out.
     fn locked_out(&self, client_id: &str, source: IpAddr) -> Result<(), Refusal> {
-        let (by, wait) = match (
-            self.by_client.check(&client_id.to_owned()),
-            self.by_address.check(&source),
-        ) {
-            (Err(wait), _) => ("client_id", wait),
-            (_, Err(wait)) => ("address", wait),
-            (Ok(()), Ok(())) => return Ok(()),
-        };
-        self.metrics
-            .rate_limited
-            .get_or_create(&ByLabel { by })
-            .inc();
-        Err(Refusal::RateLimited(wait))
+        self.budgets.check(client_id, source).map_err(|(by, wait)| {
+            self.metrics
+                .rate_limited
+                .get_or_create(&ByLabel { by })
+                .inc();
+            Refusal::RateLimited(wait)
+        })
     }
 
     /// A refusal decided without hashing: counted against both budgets (or the lockout, if one
@@ -275,14 +290,10 @@ impl Authenticator {
     async fn refuse_unhashed(&self, client_id: &str, source: IpAddr, why: Refusal) -> Refusal {
         let answer = match self.locked_out(client_id, source) {
             Err(locked) => locked,
-            Ok(()) => record_failure(
-                &self.by_client,
-                &self.by_address,
-                &self.metrics,
-                client_id,
-                source,
-            )
-            .map_or(why, Refusal::RateLimited),
+            Ok(()) => self
+                .budgets
+                .failed(&self.metrics, client_id, source)
+                .map_or(why, Refusal::RateLimited),
         };
         tokio::time::sleep(self.typical_hash.get()).await;
         answer
@@ -347,24 +358,86 @@ impl Authenticator {
     }
 }
 
-/// Counts a failure of `client_id` from `source`; the lockout it started, if it spent a budget
-/// (the failure that spends a budget is answered with the lockout already).
-fn record_failure(
-    by_client: &FailureLimiter<String>,
-    by_address: &FailureLimiter<IpAddr>,
-    metrics: &TokenMetrics,
-    client_id: &str,
-    source: IpAddr,
-) -> Option<Duration> {
-    let client = by_client.failed(&client_id.to_owned());
-    let address = by_address.failed(&source);
-    let (by, wait) = match (client, address) {
-        (Some(wait), _) => ("client_id", wait),
-        (None, Some(wait)) => ("address", wait),
-        (None, None) => return None,
-    };
-    metrics.rate_limited.get_or_create(&ByLabel { by }).inc();
-    Some(wait)
+/// How many times more failures a client id may have from all addresses together than from one,
+/// and how many times faster they come back: guessing from many addresses stays bounded, while a
+/// guesser elsewhere cannot lock out a client's own address.
+const OVERALL_FACTOR: u32 = 20;
+
+/// The failure budgets: per client id and source address, per client id overall, per source
+/// address.
+struct Budgets {
+    by_client: FailureLimiter<(String, IpAddr)>,
+    by_client_overall: FailureLimiter<String>,
+    by_address: FailureLimiter<IpAddr>,
+}
+
+impl Budgets {
+    fn new(limits: &AuthLimits) -> Self {
+        Self {
+            by_client: FailureLimiter::new(limits.client_burst, limits.client_seconds_per_failure),
+            by_client_overall: FailureLimiter::new(
+                limits.client_burst.saturating_mul(OVERALL_FACTOR),
+                (limits.client_seconds_per_failure / u64::from(OVERALL_FACTOR)).max(1),
+            ),
+            by_address: FailureLimiter::new(
+                limits.address_burst,
+                limits.address_seconds_per_failure,
+            ),
+        }
+    }
+
+    /// `Err((what, wait))` while a budget that applies is spent.
+    fn check(&self, client_id: &str, source: IpAddr) -> Result<(), (&'static str, Duration)> {
+        let labelled = |by| move |wait| (by, wait);
+        self.by_client
+            .check(&(client_id.to_owned(), source))
+            .map_err(labelled("client_id"))?;
+        self.by_client_overall
+            .check(&client_id.to_owned())
+            .map_err(labelled("client_id"))?;
+        self.by_address.check(&source).map_err(labelled("address"))
+    }
+
+    /// Counts a failure of `client_id` from `source`; the lockout it started, if it spent a
+    /// budget (the failure that spends a budget is answered with the lockout already).
+    fn failed(&self, metrics: &TokenMetrics, client_id: &str, source: IpAddr) -> Option<Duration> {
+        let client = self.by_client.failed(&(client_id.to_owned(), source));
+        let overall = self.by_client_overall.failed(&client_id.to_owned());
+        let address = self.by_address.failed(&source);
+        let (by, wait) = match (client.or(overall), address) {
+            (Some(wait), _) => ("client_id", wait),
+            (None, Some(wait)) => ("address", wait),
+            (None, None) => return None,
+        };
+        metrics.rate_limited.get_or_create(&ByLabel { by }).inc();
+        Some(wait)
+    }
+
+    fn sweep(&self) {
+        self.by_client.sweep();
+        self.by_client_overall.sweep();
+        self.by_address.sweep();
+    }
+}
+
+/// Most secrets remembered as wrong at once; beyond, a wrong secret is hashed each time (and
+/// spends its budget) until the sweep makes room.
+const MAX_KNOWN_WRONG: usize = 65_536;
+
+/// Remembers `tag` as a wrong secret for `forget_after`.
+fn remember_wrong(
+    refused: &Mutex<HashMap<[u8; 32], Instant>>,
+    tag: [u8; 32],
+    forget_after: Duration,
+) {
+    if forget_after.is_zero() {
+        return;
+    }
+    if let Ok(mut refused) = refused.lock()
+        && refused.len() < MAX_KNOWN_WRONG
+    {
+        refused.insert(tag, Instant::now() + forget_after);
+    }
 }
 
 /// The address a failure budget is kept for: an IPv4 address (also when mapped into IPv6), or
@@ -625,7 +698,42 @@ mod tests {
             tokio::task::yield_now().await;
         }
         // the cancelled guess spent the burst of 1: the next wrong guess is locked out
-        let next = auth.authenticate(&id, &guess, HERE).await.unwrap_err();
+        let another = generate_client_secret().unwrap();
+        let next = auth.authenticate(&id, &another, HERE).await.unwrap_err();
         assert!(matches!(next, Refusal::RateLimited(_)), "{next:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stale_secret_presented_again_costs_no_hash_and_does_not_lock_out_the_new_one() {
+        let (d, auth, m) = setup(limits());
+        let (id, secret) = key_with_secret(&d, "a").await;
+        let stale = generate_client_secret().unwrap();
+        for _ in 0..10 {
+            let refused = auth.authenticate(&id, &stale, HERE).await.unwrap_err();
+            assert_eq!(refused, Refusal::WrongSecret);
+        }
+        assert_eq!(
+            count(&m, VERIFIED),
+            1,
+            "hashed once, then known to be wrong"
+        );
+        assert!(auth.authenticate(&id, &secret, HERE).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_guesser_elsewhere_does_not_lock_out_a_client_at_its_own_address() {
+        let (d, auth, _) = setup(limits());
+        let (id, secret) = key_with_secret(&d, "a").await;
+        let elsewhere: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut last = None;
+        for _ in 0..5 {
+            let guess = generate_client_secret().unwrap();
+            last = Some(auth.authenticate(&id, &guess, elsewhere).await.unwrap_err());
+        }
+        assert!(matches!(last, Some(Refusal::RateLimited(_))), "{last:?}");
+        assert!(
+            auth.authenticate(&id, &secret, HERE).await.is_ok(),
+            "not remembered, and still served"
+        );
     }
 }

@@ -20,8 +20,8 @@ pub struct ReasonLabel {
 /// `result` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
-    /// `hit` or `miss` for the remembered verifications; `active` or `inactive` for
-    /// introspection.
+    /// `hit`, `miss` or `known_wrong` for the remembered verifications; `active`, `inactive`
+    /// or `forbidden` for introspection.
     pub result: &'static str,
 }
 

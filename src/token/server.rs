@@ -261,6 +261,13 @@ async fn introspect(
     };
     // RFC 7662 §2.1, §4: authorization as well as authentication, against token scanning.
     if !caller.may_introspect {
+        server
+            .metrics
+            .introspections
+            .get_or_create(&ResultLabel {
+                result: "forbidden",
+            })
+            .inc();
         return no_store(
             StatusCode::FORBIDDEN,
             json!({
