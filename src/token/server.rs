@@ -102,8 +102,16 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn header(headers: &HeaderMap, name: header::HeaderName) -> Option<&HeaderValue> {
-    headers.get(name)
+/// The `Authorization` header (raw bytes) and `Content-Type` (if text) of a form request.
+fn form_headers(headers: &HeaderMap) -> (Option<&[u8]>, Option<&str>) {
+    (
+        headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// A JSON answer that must not be cached (RFC 6749 §5.1, RFC 7662 §2.2).
@@ -170,8 +178,7 @@ async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = header(&headers, header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let authorization = header(&headers, header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let (authorization, content_type) = form_headers(&headers);
     let request = match client_auth::parse(authorization, content_type, &body) {
         Ok(request) => request,
         Err(e) => {
@@ -235,18 +242,17 @@ async fn token(
 /// `POST /oauth2/introspect` (RFC 7662 §2). The caller authenticates as a client, with the
 /// credentials of a Ready ApiKey labelled `apikey.dev/introspect: "true"` (a resource server
 /// gets a key of its own), by `client_secret_basic` or `client_secret_post`; failures count
-/// against the same budgets as at the token endpoint; another key's client gets 403. A token is active when its signature, issuer, audience and expiry verify,
-/// and its ApiKey still exists (same UID), is Ready, holds the same client id and is still at the
-/// secret generation the token was issued under: a token of a deleted or regenerated key is
-/// inactive at once.
+/// against the same budgets as at the token endpoint; another key's client gets 403. A token is
+/// active when its signature, issuer, audience and expiry verify, and its ApiKey still exists
+/// (same UID), is Ready, holds the same client id and is still at the secret generation the
+/// token was issued under: a token of a deleted or regenerated key is inactive at once.
 async fn introspect(
     State(server): State<Arc<TokenServer>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let content_type = header(&headers, header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    let authorization = header(&headers, header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    let (authorization, content_type) = form_headers(&headers);
     let request = match client_auth::parse_introspection(authorization, content_type, &body) {
         Ok(request) => request,
         Err(e) => return oauth_error(&e),

@@ -233,6 +233,23 @@ pub fn service_account_kubeconfig_for(namespace: &str, account: &str) -> PathBuf
     scratch_file(&name, &config)
 }
 
+/// The sum of the samples of `name` in `scrape` whose labels include `label`=`value` (all of
+/// them if `label` is empty); histograms and summaries count 0.
+pub fn sum_samples(scrape: &prometheus_parse::Scrape, name: &str, label: &str, value: &str) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_empty() || s.labels.get(label) == Some(value))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
 /// The local cluster's API server URL and CA file, from the admin kubeconfig.
 pub fn cluster_endpoint() -> (String, String) {
     let field = |f: &str| {
@@ -440,17 +457,7 @@ impl Operator {
 
     /// The sum of metric `name` over all its labels.
     pub fn metric_total(&self, name: &str) -> f64 {
-        self.metrics()
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+        sum_samples(&self.metrics(), name, "", "")
     }
 
     /// The operator's WARN and ERROR lines after log line `mark`.

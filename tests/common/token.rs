@@ -224,18 +224,7 @@ impl TokenServer {
     /// The sum of the samples of `name` whose labels include `label=value` (all if `label` is
     /// empty).
     pub fn metric(&self, name: &str, label: &str, value: &str) -> f64 {
-        self.metrics()
-            .samples
-            .iter()
-            .filter(|s| s.metric == name)
-            .filter(|s| label.is_empty() || s.labels.get(label) == Some(value))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => 0.0,
-            })
-            .sum()
+        super::sum_samples(&self.metrics(), name, label, value)
     }
 
     /// An HTTPS client that trusts the cluster's CA, from `source` if given.
