@@ -133,11 +133,6 @@ impl Authenticator {
         })
     }
 
-    /// How long a successful verification is remembered.
-    pub fn remember_for(&self) -> Duration {
-        self.limits.remember_for
-    }
-
     /// The key whose current client secret `secret` is, if `client_id` names exactly one Ready
     /// key; else why not. Failures spend the budgets of the client id and of the source address
     /// (an IPv6 address counts by its /64: one host can hold a whole /64). A client whose
@@ -337,16 +332,14 @@ impl Authenticator {
         })
     }
 
+    /// Remembers a successful verification of the key `uid`: one entry per key (so no more
+    /// than there are keys), expired ones dropped by [`Authenticator::sweep`].
     fn remember(&self, uid: &str, tag: [u8; 32]) {
         if self.limits.remember_for.is_zero() {
             return;
         }
         let now = Instant::now();
         if let Ok(mut remembered) = self.remembered.lock() {
-            let (known, _) = self.directory.counts();
-            if remembered.len() > known.max(1024) {
-                remembered.retain(|_, r| r.until > now);
-            }
             remembered.insert(
                 uid.to_owned(),
                 Remembered {

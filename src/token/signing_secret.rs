@@ -91,13 +91,6 @@ impl SigningKeys {
             .as_ref()
             .is_some_and(|set| set.signer(now).is_some())
     }
-
-    /// Waits until a set is loaded (at once if one is). Returns `false` if none ever will be
-    /// (the watch stopped).
-    pub async fn loaded(&self) -> bool {
-        let mut current = self.current.clone();
-        current.wait_for(Option::is_some).await.is_ok()
-    }
 }
 
 /// Starts the watch of Secret `namespace/secret_name` and the election of its one writer
@@ -788,10 +781,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn fixed_keys_are_ready() {
+    #[test]
+    fn fixed_keys_are_ready() {
         let keys = SigningKeys::fixed(a_set(1000));
-        assert!(keys.loaded().await);
         assert!(keys.is_ready(1000));
         assert!(!keys.is_ready(999));
         assert_eq!(keys.current().map(|s| s.len()), Some(2));
