@@ -122,6 +122,7 @@ pub fn desired(
             last_transition_time,
             observed_generation: generation,
         }],
+        ..ApiKeyStatus::default()
     }
 }
 

@@ -29,6 +29,9 @@ pub fn key(name: &str, user: &str, created: i64) -> ApiKey {
         ApiKeySpec {
             user: user.into(),
             secret_name: None,
+            rotation: None,
+            expires_at: None,
+            rollout_restart: Vec::new(),
         },
     );
     k.metadata.namespace = Some("ns".into());
