@@ -215,6 +215,13 @@ pub struct RunArgs {
     #[arg(long, env = "APIKEY_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=300))]
     pub lease_duration_seconds: u64,
 
+    /// The shortest `spec.rotation.interval` honoured, as a duration (`1h`, `30m`, `10s`): keys
+    /// asking for a shorter one rotate at this interval, and their Ready message says so. Lower it
+    /// only for tests: every rotation costs an argon2id hash and, with `spec.rolloutRestart`, a
+    /// rollout.
+    #[arg(long, env = "APIKEY_MIN_ROTATION_INTERVAL", default_value = "1h", value_parser = parse_min_interval)]
+    pub min_rotation_interval: std::time::Duration,
+
     /// Log format; `RUST_LOG` filters (default `info`).
     #[arg(long, env = "APIKEY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -254,6 +261,14 @@ fn parse_namespace(value: &str) -> Result<String, String> {
         Err(format!(
             "{value:?} is not a valid namespace name (a DNS-1123 label)"
         ))
+    }
+}
+
+/// Reads `--min-rotation-interval` ([`crate::rotation::parse_duration`]); at least one second.
+fn parse_min_interval(text: &str) -> std::result::Result<std::time::Duration, String> {
+    match crate::rotation::parse_duration(text)? {
+        d if d.is_zero() => Err("must be at least 1s".into()),
+        d => Ok(d),
     }
 }
 

@@ -28,6 +28,8 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outage::{self, Outage};
 use crate::record::{RecordKey, SealCheck};
+use crate::rollout;
+use crate::rotation::{self, Policy};
 use crate::secret::{
     self, Credentials, MANAGED_BY_LABEL, MANAGED_SELECTOR, MANAGER, ManagedSecret,
 };
@@ -71,6 +73,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The API server outage going on, if any, logged once for all keys.
     pub outage: Arc<Outage>,
+    /// The shortest rotation interval the operator accepts (see [`crate::rotation::Policy::of`]).
+    pub min_rotation_interval: Duration,
     /// Consecutive failures per ApiKey, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
     /// Per ApiKey, the resourceVersion that the operator's last status write replaced: a cached
@@ -99,6 +103,7 @@ impl Context {
             targets: Targets::default(),
             metrics,
             outage: Arc::default(),
+            min_rotation_interval: rotation::DEFAULT_MIN_INTERVAL,
             failures: Mutex::default(),
             superseded: Mutex::default(),
         }
@@ -158,6 +163,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Identity in events (`reportingInstance`), usually the pod name.
     pub instance: String,
+    /// The shortest `spec.rotation.interval` honoured; shorter ones rotate at this interval.
+    pub min_rotation_interval: Duration,
 }
 
 /// Runs the controllers (one per watched namespace, or one for the whole cluster) until `shutdown`
@@ -291,6 +298,7 @@ async fn controller_for(
     let metrics = scope.health.metrics.clone();
     let mut ctx = Context::new(client, events, hasher, keys.clone(), secrets, metrics);
     ctx.outage = outage.clone();
+    ctx.min_rotation_interval = settings.min_rotation_interval;
     let ctx = Arc::new(ctx);
 
     // One watch of ApiKeys feeds the cache, the index of keys per user and the controller. When a
@@ -664,18 +672,25 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
         .collect();
     let active = decision::active_for_user(key, siblings.iter().map(|k| &**k));
     let status_client_id = status_client_id(key, ctx);
+    let policy = Policy::of(&key.spec, ctx.min_rotation_interval);
+    // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
+    // what we read back and a healthy key needs no write.
+    let now = now_to_the_second();
 
     // Decide from the caches first: a key with nothing to do costs no API call, and the Secret is
     // read only when the cache cannot be acted on (see decision::confirm_on_fresh_read).
     let cached = SecretState::of(key, ctx.secrets.get(&namespace, &key.secret_name()));
-    let mut plan = decision::decide(key, active.clone(), &cached, status_client_id);
+    let decide = |secret: &SecretState, active| {
+        decision::decide(key, active, secret, status_client_id, &policy, now.0)
+    };
+    let mut plan = decide(&cached, active.clone());
     let mut fresh = None;
     if decision::confirm_on_fresh_read(key, &plan, &cached) {
         fresh = secrets.get_opt(&key.secret_name()).await?;
         let read = fresh
             .as_ref()
             .map(|s| ManagedSecret::read(s, &ctx.record_key));
-        plan = decision::decide(key, active, &SecretState::of(key, read), status_client_id);
+        plan = decide(&SecretState::of(key, read), active);
     }
 
     // A record is sealed as it is only with the credentials the status published; anything else
@@ -693,57 +708,43 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
                 client_id: status_client_id.keep(),
                 replaces: replaces.clone(),
                 generation: *generation,
+                previous: None,
             };
         }
     }
 
-    // Kubernetes keeps times to the second; so do we, so that what we write compares equal to
-    // what we read back and a healthy key needs no write.
-    let now = now_to_the_second();
+    let finishing = Finishing {
+        now: &now,
+        plan: &plan,
+        policy: &policy,
+    };
     let written = match &plan {
         Plan::Duplicate { active } => {
-            return finish(
-                key,
-                ctx,
-                &Outcome::Duplicate(active),
-                &now,
-                Action::await_change(),
-                &plan,
-            )
-            .await;
+            return finish(key, ctx, &Outcome::Duplicate(active), None, &finishing).await;
         }
         Plan::Conflict => {
             return finish(
                 key,
                 ctx,
                 &Outcome::Conflict,
-                &now,
-                Action::requeue(CONFLICT_RECHECK),
-                &plan,
+                Some(CONFLICT_RECHECK),
+                &finishing,
             )
             .await;
         }
-        Plan::InSync(managed) => {
-            return finish(
-                key,
-                ctx,
-                &Outcome::Ready(managed),
-                &now,
-                Action::await_change(),
-                &plan,
-            )
-            .await;
-        }
+        Plan::InSync(managed) => return serve(key, ctx, managed, &finishing).await,
         Plan::Issue {
             reason,
             client_id,
             replaces,
             generation,
+            previous,
         } => {
             let new = New {
                 reason: *reason,
                 client_id: client_id.clone(),
                 generation: *generation,
+                previous: previous.clone(),
             };
             issue(key, ctx, &secrets, new, replaces.clone(), &now).await?
         }
@@ -770,15 +771,7 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
     match written {
         Written::Done(secret) => {
             let managed = ManagedSecret::read(&secret, &ctx.record_key);
-            finish(
-                key,
-                ctx,
-                &Outcome::Ready(&managed),
-                &now,
-                Action::await_change(),
-                &plan,
-            )
-            .await
+            serve(key, ctx, &managed, &finishing).await
         }
         Written::Stale => Ok((Action::requeue(STALE_RETRY), "stale")),
         Written::Gone => {
@@ -794,9 +787,8 @@ async fn reconcile_key(key: &ApiKey, ctx: &Context) -> Result<(Action, &'static 
                 key,
                 ctx,
                 &Outcome::Rejected(&why),
-                &now,
-                Action::requeue(BACKOFF_MAX),
-                &plan,
+                Some(BACKOFF_MAX),
+                &finishing,
             )
             .await?;
             Ok((finished.0, "rejected"))
@@ -841,25 +833,149 @@ fn status_client_id<'k>(key: &'k ApiKey, ctx: &Context) -> StatusClientId<'k> {
     }
 }
 
-/// Brings the status in line with `outcome`: first the event of a rotation the status has not
-/// shown yet (named after the rotation, so that it is written once however often this runs, also
-/// after a crash between the Secret's write and the status's), then the status itself, then a
-/// Warning event when the key stops being Ready for a new reason.
+/// What every way of finishing a reconcile shares.
+struct Finishing<'a> {
+    /// The time of this reconcile, to the second.
+    now: &'a Time,
+    /// What was decided.
+    plan: &'a Plan,
+    /// The key's rotation policy.
+    policy: &'a Policy,
+}
+
+/// Finishes a key whose Secret holds `managed`, its own and sealed: Ready, or Expired; restarts
+/// the workloads of `spec.rolloutRestart` that have not been restarted for this secret yet.
+async fn serve(
+    key: &ApiKey,
+    ctx: &Context,
+    managed: &ManagedSecret,
+    finishing: &Finishing<'_>,
+) -> Result<(Action, &'static str)> {
+    let outcome = if finishing.policy.is_expired(finishing.now.0) {
+        Outcome::Expired(managed)
+    } else {
+        Outcome::Ready(managed)
+    };
+    let (condition, recheck) = restart_workloads(key, ctx, managed, finishing.now).await?;
+    finish_with(key, ctx, &outcome, recheck, condition, finishing).await
+}
+
+/// Restarts the workloads of `spec.rolloutRestart` that have not been restarted for the secret
+/// `managed` holds (see [`crate::rollout`]): the RolloutRestart condition to publish, and when to
+/// look again if a workload is missing or may not be restarted.
+async fn restart_workloads(
+    key: &ApiKey,
+    ctx: &Context,
+    managed: &ManagedSecret,
+    now: &Time,
+) -> Result<(
+    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    Option<Duration>,
+)> {
+    if key.spec.rollout_restart.is_empty() {
+        return Ok((None, None));
+    }
+    let reports = rollout::restart_targets(
+        &ctx.client,
+        key,
+        managed.generation,
+        managed.rotated_at.as_ref(),
+    )
+    .await?;
+    for report in reports
+        .iter()
+        .filter(|r| r.outcome == rollout::TargetOutcome::Restarted)
+    {
+        let kind = format!("{:?}", report.target.kind);
+        let workload = format!("{kind}/{}", report.target.name);
+        ctx.metrics.rollout_restarted(&kind);
+        info!(apikey = %ObjectRef::from_obj(key), %workload, generation = managed.generation, "rollout restart for the new client secret");
+        publish(
+            ctx,
+            key,
+            EventType::Normal,
+            "RolloutRestarted",
+            "RestartWorkload",
+            &format!(
+                "restarted {workload} for client secret generation {}",
+                managed.generation
+            ),
+            Some(&format!(
+                "restart-{}-{}-{}",
+                managed.generation,
+                kind.to_lowercase(),
+                report.target.name
+            )),
+        )
+        .await;
+    }
+    let condition = rollout::condition(key, &reports, managed.generation, now);
+    Ok((condition, rollout::recheck_after(&reports)))
+}
+
+/// [`finish_with`] for outcomes without a Secret of the key's to serve: the RolloutRestart
+/// condition stays as it was.
 async fn finish(
     key: &ApiKey,
     ctx: &Context,
     outcome: &Outcome<'_>,
-    now: &Time,
-    action: Action,
-    plan: &Plan,
+    recheck: Option<Duration>,
+    finishing: &Finishing<'_>,
 ) -> Result<(Action, &'static str)> {
-    let desired = status::desired(key, outcome, now, &ctx.record_key);
+    let kept = key
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == crate::crd::ROLLOUT_RESTART_CONDITION)
+        })
+        .filter(|_| !key.spec.rollout_restart.is_empty())
+        .cloned();
+    finish_with(key, ctx, outcome, recheck, kept, finishing).await
+}
+
+/// Brings the status in line with `outcome` (and the RolloutRestart `condition`, if any): first
+/// the event of a rotation the status has not shown yet (named after the rotation, so that it is
+/// written once however often this runs, also after a crash between the Secret's write and the
+/// status's), then the status itself, then a Warning event when the key stops being Ready for a
+/// new reason, or its workloads cannot be restarted for a new reason, and an event when a grace
+/// period ended. The key is looked at again after `recheck`, or when its next rotation, the end of
+/// its grace period or its expiry comes, whichever is first.
+async fn finish_with(
+    key: &ApiKey,
+    ctx: &Context,
+    outcome: &Outcome<'_>,
+    recheck: Option<Duration>,
+    condition: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    finishing: &Finishing<'_>,
+) -> Result<(Action, &'static str)> {
+    let Finishing { now, plan, policy } = *finishing;
+    let mut desired = status::desired(key, outcome, now, &ctx.record_key, policy);
+    desired.conditions.extend(condition);
+    let wake = rotation::wake_after(
+        now.0,
+        [
+            desired.next_rotation_at.as_ref().map(|Time(t)| *t),
+            desired
+                .previous_secret_expires_at
+                .as_ref()
+                .map(|Time(t)| *t),
+            policy.expires_at,
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let action = match [recheck, wake].into_iter().flatten().min() {
+        Some(after) => Action::requeue(after),
+        None => Action::await_change(),
+    };
     if key.status.as_ref() == Some(&desired) {
         log_reconciled(key, plan);
         return Ok((action, plan.name()));
     }
     if let Outcome::Ready(managed) = outcome {
-        announce_rotation(key, ctx, managed).await;
+        announce_rotation(key, ctx, managed, &desired).await;
     }
     match patch_status(key, ctx, &desired).await? {
         StatusWrite::Done => {}
@@ -871,12 +987,16 @@ async fn finish(
         StatusWrite::Gone => return Ok((Action::await_change(), "gone")),
     }
     ctx.wrote_status(key, key.resource_version());
-    let previous_reason = key.ready_condition().map(|c| c.reason.as_str());
-    if let Some(condition) = desired.conditions.first()
-        && condition.status == "False"
-        && previous_reason != Some(condition.reason.as_str())
-    {
-        warn!(apikey = %ObjectRef::from_obj(key), reason = %condition.reason, "{}", condition.message);
+    let current = key.status.clone().unwrap_or_default();
+    for condition in desired.conditions.iter().filter(|c| c.status == "False") {
+        let before = current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition.type_);
+        if before.map(|c| c.reason.as_str()) == Some(condition.reason.as_str()) {
+            continue;
+        }
+        warn!(apikey = %ObjectRef::from_obj(key), condition = %condition.type_, reason = %condition.reason, "{}", condition.message);
         publish(
             ctx,
             key,
@@ -885,6 +1005,20 @@ async fn finish(
             "WaitForChange",
             &condition.message,
             None,
+        )
+        .await;
+    }
+    if let Some(ended) = rotation::grace_ended(&current, &desired) {
+        ctx.metrics.grace_period_ended(ended.how);
+        info!(apikey = %ObjectRef::from_obj(key), generation = ended.generation, how = ended.how, "{}", ended.message);
+        publish(
+            ctx,
+            key,
+            EventType::Normal,
+            "GracePeriodEnded",
+            "RevokePreviousSecret",
+            &ended.message,
+            Some(&format!("grace-{}", ended.generation)),
         )
         .await;
     }
@@ -901,9 +1035,15 @@ fn log_reconciled(key: &ApiKey, plan: &Plan) {
     );
 }
 
-/// Publishes the event of the rotation `managed` records, if the status does not show it yet.
-/// Records that are not rotations (re-sealed ones) have none.
-async fn announce_rotation(key: &ApiKey, ctx: &Context, managed: &ManagedSecret) {
+/// Publishes the event of the rotation `managed` records, if the status does not show it yet, with
+/// the end of the previous secret's grace period as `desired` publishes it. Records that are not
+/// rotations (re-sealed ones) have none.
+async fn announce_rotation(
+    key: &ApiKey,
+    ctx: &Context,
+    managed: &ManagedSecret,
+    desired: &ApiKeyStatus,
+) {
     let shown = key.status.as_ref().and_then(|s| s.secret_hash.as_ref());
     if shown.is_some() && shown == managed.hash.as_ref() {
         return;
@@ -920,7 +1060,7 @@ async fn announce_rotation(key: &ApiKey, ctx: &Context, managed: &ManagedSecret)
         EventType::Normal,
         reason.event_reason(),
         reason.event_action(),
-        &reason.describe(&managed.name),
+        &rotation::describe_rotation(reason, &managed.name, desired),
         Some(rotation),
     )
     .await;
@@ -937,6 +1077,8 @@ struct New {
     /// The client id to keep, or `None` for a new one.
     client_id: Option<String>,
     generation: u64,
+    /// The previous secret to keep for a grace period.
+    previous: Option<rotation::Previous>,
 }
 
 /// Generates credentials for `new.reason`, hashes the secret off the runtime, and writes the
@@ -964,11 +1106,15 @@ async fn issue(
         rotated_at: now.clone(),
         reason: reason.metric_label(),
         generation: new.generation,
+        previous: new.previous,
     };
     let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
     if let Written::Done(_) = &written {
         info!(apikey = %ObjectRef::from_obj(key), client_id = %creds.client_id, generation = creds.generation, reason = reason.event_reason(), "{}", reason.describe(&key.secret_name()));
         ctx.metrics.issued(reason.metric_label());
+        if let Some(trigger) = reason.trigger() {
+            ctx.metrics.rotated(trigger);
+        }
     }
     Ok(written)
 }
@@ -1036,6 +1182,7 @@ async fn adopt(
         rotated_at: found.rotated_at.clone().unwrap_or_else(|| now.clone()),
         reason: ADOPTED,
         generation,
+        previous: None,
     };
     let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
     if let Written::Done(_) = &written {

@@ -214,7 +214,7 @@ pub struct ApiKeyStatus {
     /// why (reasons `DuplicateUser`, `SecretConflict`, `SecretRejected`, `Expired`). Type
     /// `RolloutRestart`, present when `spec.rolloutRestart` names workloads, tells whether each of
     /// them was restarted after the current client secret (reasons `Restarted`,
-    /// `TargetNotFound`, `Forbidden`).
+    /// `TargetNotFound`, `Forbidden`, `Rejected`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -6,10 +6,12 @@
 //! been asked for. The first that calls for action decides.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt as _;
 
 use crate::crd::ApiKey;
 use crate::credentials;
+use crate::rotation::{Policy, Previous};
 use crate::secret::{self, Integrity, ManagedSecret};
 use crate::user;
 
@@ -45,6 +47,8 @@ pub enum IssueReason {
     Created,
     /// A new value of the regenerate annotation.
     Regenerated,
+    /// The secret was older than `spec.rotation.interval`.
+    Scheduled,
     /// The Secret was deleted by someone else.
     SecretDeleted,
     /// The Secret's credentials or the operator's record in it were changed by someone else.
@@ -57,6 +61,7 @@ impl IssueReason {
         match self {
             IssueReason::Created => "Created",
             IssueReason::Regenerated => "Regenerated",
+            IssueReason::Scheduled => "Rotated",
             IssueReason::SecretDeleted | IssueReason::SecretAltered => "Repaired",
         }
     }
@@ -66,6 +71,7 @@ impl IssueReason {
         match self {
             IssueReason::Created => "GenerateKey",
             IssueReason::Regenerated => "RegenerateSecret",
+            IssueReason::Scheduled => "RotateSecret",
             IssueReason::SecretDeleted => "RecreateSecret",
             IssueReason::SecretAltered => "RewriteSecret",
         }
@@ -77,6 +83,7 @@ impl IssueReason {
         match self {
             IssueReason::Created => "created",
             IssueReason::Regenerated => "regenerated",
+            IssueReason::Scheduled => "scheduled",
             IssueReason::SecretDeleted => "repaired_deleted",
             IssueReason::SecretAltered => "repaired_altered",
         }
@@ -88,11 +95,23 @@ impl IssueReason {
         [
             IssueReason::Created,
             IssueReason::Regenerated,
+            IssueReason::Scheduled,
             IssueReason::SecretDeleted,
             IssueReason::SecretAltered,
         ]
         .into_iter()
         .find(|r| r.metric_label() == label)
+    }
+
+    /// What made the key rotate, for the metric of rotations: `annotation`, `schedule` or
+    /// `repair`; `None` for a key's first secret, which is no rotation.
+    pub fn trigger(self) -> Option<&'static str> {
+        match self {
+            IssueReason::Created => None,
+            IssueReason::Regenerated => Some("annotation"),
+            IssueReason::Scheduled => Some("schedule"),
+            IssueReason::SecretDeleted | IssueReason::SecretAltered => Some("repair"),
+        }
     }
 
     /// Human-readable explanation, free of secret material.
@@ -103,6 +122,9 @@ impl IssueReason {
             }
             IssueReason::Regenerated => format!(
                 "generated a new client secret into Secret {secret_name} for a new value of the regenerate annotation"
+            ),
+            IssueReason::Scheduled => format!(
+                "generated a new client secret into Secret {secret_name}: the previous one was older than spec.rotation.interval"
             ),
             IssueReason::SecretDeleted => {
                 format!("Secret {secret_name} was deleted; wrote it again with a new client secret")
@@ -136,6 +158,8 @@ pub enum Plan {
         replaces: Option<String>,
         /// The generation of the new client secret: one more than any the key had.
         generation: u64,
+        /// The secret being replaced, kept for the grace period (see [`crate::rotation`]).
+        previous: Option<Previous>,
     },
     /// The Secret holds well-formed credentials under a record the operator cannot judge (a
     /// release before seals, or a lost record key), and this ApiKey was never sealed with the
@@ -218,14 +242,16 @@ impl<'a> StatusClientId<'a> {
     }
 }
 
-/// Decides what must happen to `key`, given whether it is the active key for its user (`Err` holds
-/// the name of the active one), the state of its Secret, and how far the client id its status
-/// publishes can be trusted.
+/// Decides what must happen to `key` at `now`, given whether it is the active key for its user
+/// (`Err` holds the name of the active one), the state of its Secret, how far the client id its
+/// status publishes can be trusted, and its rotation policy.
 pub fn decide(
     key: &ApiKey,
     active: Result<(), String>,
     secret: &SecretState,
     status_client_id: StatusClientId<'_>,
+    policy: &Policy,
+    now: Timestamp,
 ) -> Plan {
     if let Err(active) = active {
         return Plan::Duplicate { active };
@@ -256,6 +282,7 @@ pub fn decide(
                 client_id: keep,
                 replaces: None,
                 generation: next(None),
+                previous: None,
             }
         }
         SecretState::Owned(managed) => {
@@ -264,6 +291,7 @@ pub fn decide(
                 client_id: keep.clone(),
                 replaces: managed.resource_version.clone(),
                 generation: next(Some(managed)),
+                previous: None,
             };
             match managed.integrity {
                 // Edited; or a record the operator cannot judge on a key it has already sealed with
@@ -281,22 +309,47 @@ pub fn decide(
                 Integrity::Sealed if !managed.labelled => Plan::Relabel {
                     replaces: managed.resource_version.clone(),
                 },
-                Integrity::Sealed => match key.regenerate_request() {
-                    Some(request)
-                        if !secret::answers(managed.handled_request.as_deref(), request) =>
-                    {
-                        Plan::Issue {
-                            reason: IssueReason::Regenerated,
-                            client_id: managed.client_id.clone(),
-                            replaces: managed.resource_version.clone(),
-                            generation: next(Some(managed)),
+                Integrity::Sealed => {
+                    let rotate = |reason| Plan::Issue {
+                        reason,
+                        client_id: managed.client_id.clone(),
+                        replaces: managed.resource_version.clone(),
+                        generation: next(Some(managed)),
+                        previous: policy.previous_for(
+                            reason,
+                            managed.hash.as_deref(),
+                            managed.generation,
+                            now,
+                        ),
+                    };
+                    match key.regenerate_request() {
+                        Some(request)
+                            if !secret::answers(managed.handled_request.as_deref(), request) =>
+                        {
+                            rotate(IssueReason::Regenerated)
                         }
+                        _ if is_due(key, managed, policy, now) => rotate(IssueReason::Scheduled),
+                        _ => Plan::InSync(managed.clone()),
                     }
-                    _ => Plan::InSync(managed.clone()),
-                },
+                }
             }
         }
     }
+}
+
+/// Whether the schedule asks for a new secret: `spec.rotation.interval` is set, the key has not
+/// expired, and the Secret's sealed `rotated-at` plus the interval and the key's spread has come.
+/// A record without a time (none the operator writes) is never due.
+fn is_due(key: &ApiKey, managed: &ManagedSecret, policy: &Policy, now: Timestamp) -> bool {
+    if policy.is_expired(now) {
+        return false;
+    }
+    let uid = key.metadata.uid.as_deref().unwrap_or_default();
+    managed
+        .rotated_at
+        .as_ref()
+        .and_then(|Time(at)| policy.next_rotation(*at, uid))
+        .is_some_and(|due| now >= due)
 }
 
 /// The generation after `generation`, never above `i64::MAX` (the status publishes it as a
@@ -330,7 +383,7 @@ pub fn confirm_on_fresh_read(key: &ApiKey, plan: &Plan, cached: &SecretState) ->
         (_, SecretState::Missing) => true,
         (
             Plan::Issue {
-                reason: IssueReason::Regenerated,
+                reason: IssueReason::Regenerated | IssueReason::Scheduled,
                 ..
             },
             SecretState::Owned(managed),
@@ -381,6 +434,23 @@ mod tests {
     use crate::crd::{ApiKeyStatus, REGENERATE_ANNOTATION};
     use crate::test_support::{key, managed};
     use StatusClientId::{Unique, Untrusted};
+
+    /// [`super::decide`] with no rotation policy, at the epoch.
+    fn decide(
+        key: &ApiKey,
+        active: Result<(), String>,
+        secret: &SecretState,
+        status_client_id: StatusClientId<'_>,
+    ) -> Plan {
+        super::decide(
+            key,
+            active,
+            secret,
+            status_client_id,
+            &Policy::default(),
+            Timestamp::UNIX_EPOCH,
+        )
+    }
 
     /// A client id sealed in the status, at generation 1.
     fn sealed(id: &str) -> StatusClientId<'_> {
@@ -471,6 +541,133 @@ mod tests {
         ));
     }
 
+    /// A policy with `grace` and `interval` (whole seconds; 0: none).
+    fn policy(grace: u64, interval: u64) -> Policy {
+        Policy {
+            grace: std::time::Duration::from_secs(grace),
+            interval: (interval > 0).then(|| std::time::Duration::from_secs(interval)),
+            ..Policy::default()
+        }
+    }
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(secs).unwrap()
+    }
+
+    #[test]
+    fn a_due_key_rotates_once_by_schedule_and_its_new_secret_is_not_due() {
+        // the test Secret was generated at creds()'s rotated_at
+        let k = key("a", "alice", 1);
+        let m = managed(&k, None);
+        let rotated = m.rotated_at.clone().unwrap().0;
+        let p = policy(0, 100);
+        let due = p.next_rotation(rotated, "uid-a").unwrap();
+        let plan_at = |now| {
+            super::decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(m.clone()),
+                Untrusted,
+                &p,
+                now,
+            )
+        };
+        assert!(matches!(plan_at(at(due.as_second() - 1)), Plan::InSync(_)));
+        assert_eq!(
+            plan_at(due),
+            Plan::Issue {
+                reason: IssueReason::Scheduled,
+                client_id: m.client_id.clone(),
+                replaces: Some("1".into()),
+                generation: 2,
+                previous: None,
+            }
+        );
+        // the schedule is counted from the Secret's own time: a new secret moves it on
+        let mut rotated_now = m.clone();
+        rotated_now.rotated_at = Some(Time(due));
+        assert!(matches!(
+            super::decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(rotated_now),
+                Untrusted,
+                &p,
+                due
+            ),
+            Plan::InSync(_)
+        ));
+        // an expired key is not rotated; a regeneration request comes before the schedule
+        let expired = Policy {
+            expires_at: Some(rotated),
+            ..p.clone()
+        };
+        assert!(matches!(
+            super::decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(m.clone()),
+                Untrusted,
+                &expired,
+                due
+            ),
+            Plan::InSync(_)
+        ));
+        let asked = with_request(k.clone(), "v2");
+        assert!(matches!(
+            super::decide(&asked, Ok(()), &SecretState::Owned(m), Untrusted, &p, due),
+            Plan::Issue {
+                reason: IssueReason::Regenerated,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_rotation_with_a_grace_period_keeps_the_current_hash_as_previous_a_repair_does_not() {
+        let k = with_request(key("a", "alice", 1), "v2");
+        let m = managed(&k, Some("v1"));
+        let p = policy(600, 0);
+        let Plan::Issue { previous, .. } = super::decide(
+            &k,
+            Ok(()),
+            &SecretState::Owned(m.clone()),
+            Untrusted,
+            &p,
+            at(5000),
+        ) else {
+            panic!("a new request regenerates");
+        };
+        assert_eq!(
+            previous,
+            Some(Previous {
+                hash: m.hash.clone().unwrap(),
+                generation: m.generation,
+                until: at(5600),
+            })
+        );
+        let altered = with_integrity(m, Integrity::Altered);
+        assert!(matches!(
+            super::decide(
+                &k,
+                Ok(()),
+                &SecretState::Owned(altered),
+                Untrusted,
+                &p,
+                at(5000)
+            ),
+            Plan::Issue {
+                reason: IssueReason::SecretAltered,
+                previous: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            super::decide(&k, Ok(()), &SecretState::Missing, Untrusted, &p, at(5000)),
+            Plan::Issue { previous: None, .. }
+        ));
+    }
+
     #[test]
     fn first_reconcile_creates() {
         let plan = decide(
@@ -486,6 +683,7 @@ mod tests {
                 client_id: None,
                 replaces: None,
                 generation: 1,
+                previous: None,
             }
         );
     }
@@ -513,6 +711,7 @@ mod tests {
                 client_id: id,
                 replaces: Some("1".into()),
                 generation: 2,
+                previous: None,
             }
         );
     }
@@ -574,6 +773,7 @@ mod tests {
                 client_id: Some(ID.into()),
                 replaces: None,
                 generation: 2,
+                previous: None,
             }
         );
         // a client id in the status without a seal of the current key (forged, or from before
@@ -585,6 +785,7 @@ mod tests {
                 client_id: None,
                 replaces: None,
                 generation: 1,
+                previous: None,
             }
         );
         assert_eq!(
@@ -594,6 +795,7 @@ mod tests {
                 client_id: None,
                 replaces: None,
                 generation: 2,
+                previous: None,
             },
             "a malformed id is never kept"
         );
@@ -610,6 +812,7 @@ mod tests {
                 client_id: Some(ID.into()),
                 replaces: None,
                 generation: 1,
+                previous: None,
             }
         );
         // and an unsealed record beside it is adopted, not taken for an edit
@@ -637,6 +840,7 @@ mod tests {
                 client_id: id,
                 replaces: Some("1".into()),
                 generation: 2,
+                previous: None,
             }
         );
         // the Secret's own client id is not trusted: it may be another key's
@@ -647,6 +851,7 @@ mod tests {
                 client_id: None,
                 replaces: Some("1".into()),
                 generation: 1,
+                previous: None,
             }
         );
     }
@@ -678,6 +883,7 @@ mod tests {
                 client_id: id,
                 replaces: Some("1".into()),
                 generation: 2,
+                previous: None,
             }
         );
     }
@@ -788,6 +994,7 @@ mod tests {
         for reason in [
             IssueReason::Created,
             IssueReason::Regenerated,
+            IssueReason::Scheduled,
             IssueReason::SecretDeleted,
             IssueReason::SecretAltered,
         ] {

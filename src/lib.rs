@@ -20,6 +20,8 @@ pub mod metrics;
 pub mod mirror;
 pub mod outage;
 pub mod record;
+pub mod rollout;
+pub mod rotation;
 pub mod secret;
 pub mod secret_cache;
 pub mod siblings;

@@ -76,6 +76,7 @@ fn run(args: RunArgs) -> Result<()> {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency,
         instance: instance.clone(),
+        min_rotation_interval: args.min_rotation_interval,
     };
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -31,6 +31,29 @@ pub struct ReadyLabel {
     pub ready: String,
 }
 
+/// Label set with one `trigger` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TriggerLabel {
+    /// What made a key rotate: `annotation`, `schedule` or `repair`.
+    pub trigger: String,
+}
+
+/// Label set with one `how` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HowLabel {
+    /// How a grace period ended: `elapsed` (its time came, or the grace period was shortened),
+    /// `superseded` (a new rotation replaced the previous secret) or `revoked` (the key stopped
+    /// being Ready).
+    pub how: String,
+}
+
+/// Label set with one `kind` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// A workload kind: `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: String,
+}
+
 /// The operator's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -42,6 +65,12 @@ pub struct Metrics {
     pub duration: Histogram,
     /// Client secrets written, by reason (`created`, `regenerated`, `repaired_*`).
     pub issued: Family<ReasonLabel, Counter>,
+    /// Rotations of client secrets (new secrets of existing keys), by trigger.
+    pub rotations: Family<TriggerLabel, Counter>,
+    /// Grace periods of previous secrets that ended, by how.
+    pub grace_periods_ended: Family<HowLabel, Counter>,
+    /// Rollout restarts issued to workloads, by kind.
+    pub rollout_restarts: Family<KindLabel, Counter>,
     /// ApiKeys seen in the caches, by Ready status (refreshed on every scrape).
     pub managed_keys: Family<ReadyLabel, Gauge<i64, AtomicI64>>,
     /// 1 while this process holds the leader lease (or runs without leader election).
@@ -56,6 +85,9 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         let issued = Family::<ReasonLabel, Counter>::default();
         let managed_keys = Family::<ReadyLabel, Gauge<i64, AtomicI64>>::default();
+        let rotations = Family::<TriggerLabel, Counter>::default();
+        let grace_periods_ended = Family::<HowLabel, Counter>::default();
+        let rollout_restarts = Family::<KindLabel, Counter>::default();
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "reconciles",
@@ -74,8 +106,23 @@ impl Default for Metrics {
         );
         registry.register(
             "keys_issued",
-            "Client secrets written, by reason (created, regenerated, repaired_deleted, repaired_altered)",
+            "Client secrets written, by reason (created, regenerated, scheduled, repaired_deleted, repaired_altered)",
             issued.clone(),
+        );
+        registry.register(
+            "rotations",
+            "New client secrets of existing keys, by trigger (annotation, schedule, repair)",
+            rotations.clone(),
+        );
+        registry.register(
+            "grace_periods_ended",
+            "Previous client secrets no longer accepted, by how their grace period ended (elapsed, superseded, revoked)",
+            grace_periods_ended.clone(),
+        );
+        registry.register(
+            "rollout_restarts",
+            "Rollout restarts issued to workloads after a new client secret, by kind",
+            rollout_restarts.clone(),
         );
         registry.register(
             "managed_keys",
@@ -93,6 +140,9 @@ impl Default for Metrics {
             failures,
             duration,
             issued,
+            rotations,
+            grace_periods_ended,
+            rollout_restarts,
             managed_keys,
             leader,
         }
@@ -126,6 +176,29 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: reason.into(),
             })
+            .inc();
+    }
+
+    /// Counts a rotation by `trigger` (see [`crate::decision::IssueReason::trigger`]).
+    pub fn rotated(&self, trigger: &str) {
+        self.rotations
+            .get_or_create(&TriggerLabel {
+                trigger: trigger.into(),
+            })
+            .inc();
+    }
+
+    /// Counts a grace period that ended, by `how`.
+    pub fn grace_period_ended(&self, how: &str) {
+        self.grace_periods_ended
+            .get_or_create(&HowLabel { how: how.into() })
+            .inc();
+    }
+
+    /// Counts a rollout restart of a workload of `kind`.
+    pub fn rollout_restarted(&self, kind: &str) {
+        self.rollout_restarts
+            .get_or_create(&KindLabel { kind: kind.into() })
             .inc();
     }
 

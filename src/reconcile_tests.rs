@@ -61,13 +61,20 @@ async fn hashed_creds(client_id: &str, handled: Option<&str>, rotated_at: Time) 
         rotated_at,
         reason: "created",
         generation: 1,
+        previous: None,
     }
 }
 
 /// The Ready status `key` has once it mirrors `secret`, as read back from the API server.
 fn ready_status(key: &ApiKey, secret: &Secret, at: Time) -> ApiKeyStatus {
     let managed = ManagedSecret::read(secret, record_key());
-    let status = status::desired(key, &Outcome::Ready(&managed), &at, record_key());
+    let status = status::desired(
+        key,
+        &Outcome::Ready(&managed),
+        &at,
+        record_key(),
+        &Default::default(),
+    );
     round_trip(&status)
 }
 
@@ -253,6 +260,7 @@ async fn resumes_after_a_crash_between_secret_and_status(
     // the generation after the one the status shows (1)
     let creds = Credentials {
         generation: 2,
+        previous: None,
         ..hashed_creds(&client_id, Some("v2"), time(2_000)).await
     };
     let secret = stored(
@@ -773,6 +781,7 @@ async fn a_sealed_secret_that_lost_its_label_gets_it_back_and_nothing_else() {
     // the operator's own write after the one the status shows (generation 1)
     let creds = Credentials {
         generation: 2,
+        previous: None,
         ..hashed_creds(&generate_client_id().unwrap(), None, time(1_000)).await
     };
     let mut unlabelled = stored(

@@ -55,26 +55,49 @@ pub struct Record<'a> {
     /// new one. The status publishes it, sealed, so that an older sealed record put back is told
     /// apart from the current one.
     pub generation: u64,
+    /// The previous client secret kept for a grace period, if any. A record without one seals
+    /// exactly as records did before grace periods existed.
+    pub previous: Option<PreviousRecord<'a>>,
+}
+
+/// The previous client secret in a record (see [`crate::rotation`]): whoever could edit it could
+/// make the token server accept a secret of their choosing, so it is sealed with the rest.
+#[derive(Clone, Copy, Debug)]
+pub struct PreviousRecord<'a> {
+    /// argon2id PHC string of the previous client secret.
+    pub hash: &'a str,
+    /// Its generation.
+    pub generation: u64,
+    /// When it stops being accepted (RFC 3339).
+    pub until: &'a str,
 }
 
 impl Record<'_> {
     fn mac(&self, key: &RecordKey) -> HmacSha256 {
         let generation = self.generation.to_be_bytes();
-        key.mac(
-            SECRET_DOMAIN,
-            &[
-                self.namespace.as_bytes(),
-                self.secret_name.as_bytes(),
-                self.owner_uid.as_bytes(),
-                self.client_id.as_bytes(),
-                self.client_secret.expose().as_bytes(),
-                self.hash.as_bytes(),
-                self.handled.as_bytes(),
-                self.rotated_at.as_bytes(),
-                self.reason.as_bytes(),
-                &generation,
-            ],
-        )
+        let previous_generation = self.previous.map(|p| p.generation.to_be_bytes());
+        let mut fields: Vec<&[u8]> = vec![
+            self.namespace.as_bytes(),
+            self.secret_name.as_bytes(),
+            self.owner_uid.as_bytes(),
+            self.client_id.as_bytes(),
+            self.client_secret.expose().as_bytes(),
+            self.hash.as_bytes(),
+            self.handled.as_bytes(),
+            self.rotated_at.as_bytes(),
+            self.reason.as_bytes(),
+            &generation,
+        ];
+        // Appended only when present: each field is length-prefixed, so a record with a
+        // previous secret never encodes like one without.
+        if let (Some(previous), Some(previous_generation)) = (self.previous, &previous_generation) {
+            fields.extend([
+                previous.hash.as_bytes(),
+                previous_generation.as_slice(),
+                previous.until.as_bytes(),
+            ]);
+        }
+        key.mac(SECRET_DOMAIN, &fields)
     }
 }
 
@@ -237,6 +260,7 @@ mod tests {
             rotated_at: "2026-11-29T10:00:00Z",
             reason: "created",
             generation: 3,
+            previous: None,
         };
         f(&mut r);
         r
@@ -251,7 +275,7 @@ mod tests {
         let seal = key.seal(&record);
         assert!(seal.starts_with(&format!("v1.{}.", key.id())), "{seal}");
         assert_eq!(key.check(&record, Some(&seal)), SealCheck::Valid);
-        let edits: [fn(&mut Record<'_>); 9] = [
+        let edits: [fn(&mut Record<'_>); 10] = [
             |r| r.namespace = "other",
             |r| r.secret_name = "other",
             |r| r.owner_uid = "uid-other",
@@ -261,6 +285,13 @@ mod tests {
             |r| r.rotated_at = "1999-01-01T00:00:00Z",
             |r| r.reason = "regenerated",
             |r| r.generation = 2,
+            |r| {
+                r.previous = Some(PreviousRecord {
+                    hash: "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$b2xk",
+                    generation: 2,
+                    until: "2026-11-29T10:10:00Z",
+                })
+            },
         ];
         for edit in edits {
             let edited = with(&secret, |r| edit(r));
@@ -274,6 +305,31 @@ mod tests {
             r.secret_name = "eb";
         });
         assert_eq!(key.check(&shifted, Some(&seal)), SealCheck::Invalid);
+
+        // a previous secret is sealed too: none of its fields can be changed or taken away
+        let previous = PreviousRecord {
+            hash: "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$b2xk",
+            generation: 2,
+            until: "2026-11-29T10:10:00Z",
+        };
+        let with_previous = with(&secret, |r| r.previous = Some(previous));
+        let seal = key.seal(&with_previous);
+        assert_eq!(key.check(&with_previous, Some(&seal)), SealCheck::Valid);
+        let edits: [fn(&mut PreviousRecord<'_>); 3] = [
+            |p| p.hash = "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$bWluZQ",
+            |p| p.generation = 1,
+            |p| p.until = "2099-01-01T00:00:00Z",
+        ];
+        for edit in edits {
+            let mut edited = previous;
+            edit(&mut edited);
+            let record = with(&secret, |r| r.previous = Some(edited));
+            assert_eq!(key.check(&record, Some(&seal)), SealCheck::Invalid);
+        }
+        assert_eq!(
+            key.check(&with(&secret, |_| {}), Some(&seal)),
+            SealCheck::Invalid
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ use sha2::{Digest as _, Sha256};
 use crate::crd::ApiKey;
 use crate::credentials::{self, ClientSecret};
 use crate::error::{Error, Result};
-use crate::record::{Record, RecordKey, SealCheck};
+use crate::record::{PreviousRecord, Record, RecordKey, SealCheck};
+use crate::rotation::Previous;
 
 /// Label on every Secret the operator manages; it watches Secrets by this label only.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -55,6 +56,15 @@ pub const REASON_ANNOTATION: &str = "apikey.dev/rotation-reason";
 
 /// Annotation: the generation of the client secret (1, 2, ...), one more for each new secret.
 pub const GENERATION_ANNOTATION: &str = "apikey.dev/generation";
+
+/// Annotation: argon2id PHC string of the previous client secret, kept for a grace period after a
+/// rotation (see [`crate::rotation`]); with [`PREVIOUS_GENERATION_ANNOTATION`] and
+/// [`PREVIOUS_UNTIL_ANNOTATION`], sealed with the record.
+pub const PREVIOUS_HASH_ANNOTATION: &str = "apikey.dev/previous-secret-hash";
+/// Annotation: the generation of the previous client secret.
+pub const PREVIOUS_GENERATION_ANNOTATION: &str = "apikey.dev/previous-generation";
+/// Annotation: when the previous client secret stops being accepted (RFC 3339).
+pub const PREVIOUS_UNTIL_ANNOTATION: &str = "apikey.dev/previous-expires-at";
 
 /// Longest regenerate value kept as it is in [`HANDLED_ANNOTATION`], in bytes.
 pub const HANDLED_VERBATIM_MAX: usize = 128;
@@ -127,6 +137,9 @@ pub struct ManagedSecret {
     /// A short id of this very write of the credentials (from its seal), to name the one event
     /// that reports it; `None` unless sealed.
     pub rotation_id: Option<String>,
+    /// The previous client secret kept for a grace period ([`PREVIOUS_HASH_ANNOTATION`] and the
+    /// two beside it), if all three are present and well-formed.
+    pub previous: Option<Previous>,
     /// Whether the record is the operator's own.
     pub integrity: Integrity,
     /// Whether it carries the operator's managed-by label (without it, the operator's watch does
@@ -155,6 +168,18 @@ impl ManagedSecret {
             .filter(|g| *g <= i64::MAX as u64)
             .unwrap_or(0);
         let seal = annotation(SEAL_ANNOTATION);
+        let previous_hash = annotation(PREVIOUS_HASH_ANNOTATION);
+        let previous_generation = annotation(PREVIOUS_GENERATION_ANNOTATION);
+        let previous_until = annotation(PREVIOUS_UNTIL_ANNOTATION);
+        let previous_record = match (&previous_hash, &previous_generation, &previous_until) {
+            (Some(hash), Some(generation), Some(until)) => Some(PreviousRecord {
+                hash,
+                // an unreadable number cannot have been sealed: the seal then fails
+                generation: generation.parse().unwrap_or(u64::MAX),
+                until,
+            }),
+            _ => None,
+        };
         let controller_uid = secret
             .owner_references()
             .iter()
@@ -179,6 +204,7 @@ impl ManagedSecret {
                         rotated_at: &rotated_at,
                         reason: reason.as_deref().unwrap_or_default(),
                         generation,
+                        previous: previous_record,
                     };
                     match record_key.check(&record, seal.as_deref()) {
                         SealCheck::Valid => Integrity::Sealed,
@@ -211,8 +237,16 @@ impl ManagedSecret {
                     .map(|b| format!("{b:02x}"))
                     .collect()
             });
+        let previous = previous_record.and_then(|p| {
+            Some(Previous {
+                hash: p.hash.to_owned(),
+                generation: Some(p.generation).filter(|g| *g <= i64::MAX as u64)?,
+                until: p.until.parse().ok()?,
+            })
+        });
         Self {
             name,
+            previous,
             resource_version: secret.resource_version(),
             controller_uid,
             client_id: client_id.map(str::to_owned),
@@ -266,6 +300,8 @@ pub struct Credentials {
     pub reason: &'static str,
     /// The generation of the client secret ([`GENERATION_ANNOTATION`]).
     pub generation: u64,
+    /// The previous client secret to keep for a grace period ([`PREVIOUS_HASH_ANNOTATION`]).
+    pub previous: Option<Previous>,
 }
 
 /// The Secret holding `creds` for `key`, controlled by `key`, its record sealed with
@@ -290,6 +326,10 @@ pub fn build(
     }
     let handled = creds.handled_request.clone().unwrap_or_default();
     let rotated_at = creds.rotated_at.0.to_string();
+    let previous = creds
+        .previous
+        .as_ref()
+        .map(|p| (p.hash.as_str(), p.generation, p.until.to_string()));
     let seal = record_key.seal(&Record {
         namespace: &namespace,
         secret_name: &name,
@@ -301,8 +341,15 @@ pub fn build(
         rotated_at: &rotated_at,
         reason: creds.reason,
         generation: creds.generation,
+        previous: previous
+            .as_ref()
+            .map(|(hash, generation, until)| PreviousRecord {
+                hash,
+                generation: *generation,
+                until,
+            }),
     });
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (HASH_ANNOTATION.to_string(), creds.hash.clone()),
         (SEAL_ANNOTATION.to_string(), seal),
         (HANDLED_ANNOTATION.to_string(), handled),
@@ -313,6 +360,16 @@ pub fn build(
             creds.generation.to_string(),
         ),
     ]);
+    if let Some((hash, generation, until)) = previous {
+        annotations.extend([
+            (PREVIOUS_HASH_ANNOTATION.to_string(), hash.to_owned()),
+            (
+                PREVIOUS_GENERATION_ANNOTATION.to_string(),
+                generation.to_string(),
+            ),
+            (PREVIOUS_UNTIL_ANNOTATION.to_string(), until),
+        ]);
+    }
     let data = BTreeMap::from([
         (
             CLIENT_ID_KEY.to_string(),
@@ -400,6 +457,63 @@ mod tests {
             "a label value is at most 63 characters"
         );
         assert_eq!(read(&s).integrity, Integrity::Sealed);
+    }
+
+    #[test]
+    fn a_previous_secret_is_written_read_back_and_sealed() {
+        let k = key("web", "alice", 1);
+        let mut c = creds(None);
+        c.previous = Some(Previous {
+            hash: "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$b2xk".into(),
+            generation: 4,
+            until: crate::test_support::time(1_600).0,
+        });
+        let s = sealed(&k, &c);
+        assert_eq!(
+            s.annotations()
+                .get(PREVIOUS_UNTIL_ANNOTATION)
+                .map(String::as_str),
+            Some("1970-01-01T00:26:40Z")
+        );
+        let r = read(&s);
+        assert_eq!(r.integrity, Integrity::Sealed);
+        assert_eq!(r.previous, c.previous);
+        // whoever edits it (to have another secret accepted, or longer) breaks the seal
+        for (annotation, value) in [
+            (
+                PREVIOUS_HASH_ANNOTATION,
+                "$argon2id$v=19$m=7168,t=5,p=1$c2FsdA$bWluZQ",
+            ),
+            (PREVIOUS_GENERATION_ANNOTATION, "5"),
+            (PREVIOUS_UNTIL_ANNOTATION, "2099-01-01T00:00:00Z"),
+        ] {
+            let mut edited = s.clone();
+            edited
+                .metadata
+                .annotations
+                .get_or_insert_with(Default::default)
+                .insert(annotation.into(), value.into());
+            assert_eq!(read(&edited).integrity, Integrity::Altered, "{annotation}");
+        }
+        let mut added = sealed(&k, &creds(None));
+        added
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(
+                [
+                    PREVIOUS_HASH_ANNOTATION,
+                    PREVIOUS_GENERATION_ANNOTATION,
+                    PREVIOUS_UNTIL_ANNOTATION,
+                ]
+                .iter()
+                .map(|a| (a.to_string(), s.annotations()[*a].clone())),
+            );
+        assert_eq!(
+            read(&added).integrity,
+            Integrity::Altered,
+            "nor can one be added"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{ApiKey, ApiKeyStatus, READY_CONDITION};
 use crate::record::RecordKey;
+use crate::rotation::{self, Policy};
 use crate::secret::ManagedSecret;
 
 /// Ready=True reason.
@@ -15,12 +16,16 @@ pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
 /// Ready=False reason: the API server refused to write the Secret, for a reason that will not go
 /// away by itself (its message says which).
 pub const REASON_SECRET_REJECTED: &str = "SecretRejected";
+/// Ready=False reason: `spec.expiresAt` has passed.
+pub const REASON_EXPIRED: &str = "Expired";
 
 /// The outcome the status must show.
 #[derive(Clone, Debug)]
 pub enum Outcome<'a> {
     /// The Secret holds these credentials.
     Ready(&'a ManagedSecret),
+    /// The Secret holds these credentials, and the key has expired (`spec.expiresAt`).
+    Expired(&'a ManagedSecret),
     /// Another ApiKey (named) is active for the user.
     Duplicate(&'a str),
     /// The Secret name is taken by a Secret that is not ours.
@@ -29,15 +34,17 @@ pub enum Outcome<'a> {
     Rejected(&'a str),
 }
 
-/// The status `key` should have for `outcome`. The `Ready` condition keeps its
-/// `lastTransitionTime` while its status, reason and message are unchanged, so a reconcile that
-/// changes nothing produces exactly the current status and writes nothing. The client id is
-/// published with its seal by `record_key` (see [`crate::record`]).
+/// The status `key` should have for `outcome` at `now` under its rotation `policy`. The `Ready`
+/// condition keeps its `lastTransitionTime` while its status, reason and message are unchanged,
+/// so a reconcile that changes nothing produces exactly the current status and writes nothing
+/// (times that pass, such as the end of a grace period, change it only when they come). The
+/// client id is published with its seal by `record_key` (see [`crate::record`]).
 pub fn desired(
     key: &ApiKey,
     outcome: &Outcome<'_>,
     now: &Time,
     record_key: &RecordKey,
+    policy: &Policy,
 ) -> ApiKeyStatus {
     let current = key.status.clone().unwrap_or_default();
     let secret_name = key.secret_name();
@@ -46,9 +53,21 @@ pub fn desired(
         Outcome::Ready(m) => (
             true,
             REASON_READY,
-            format!("client credentials are in Secret {secret_name}"),
+            ready_message(&secret_name, policy),
             m.client_id.clone(),
             m.hash.clone(),
+            m.rotated_at.clone(),
+        ),
+        // The Secret stays, and so do the client id and its seal; no hash: the key is refused.
+        Outcome::Expired(m) => (
+            false,
+            REASON_EXPIRED,
+            format!(
+                "the key expired at {} (spec.expiresAt): the token server refuses it and no hash is published; its Secret {secret_name} stays. Move spec.expiresAt later or remove it to use the key again",
+                policy.expires_at.map(|t| t.to_string()).unwrap_or_default()
+            ),
+            m.client_id.clone(),
+            None,
             m.rotated_at.clone(),
         ),
         // The Secret keeps what it had: so does the status, but the key is not Ready.
@@ -86,11 +105,11 @@ pub fn desired(
         ),
     };
     let (secret_generation, seal) = match (outcome, &client_id, key.metadata.uid.as_deref()) {
-        (Outcome::Ready(m), Some(id), Some(uid)) => (
+        (Outcome::Ready(m) | Outcome::Expired(m), Some(id), Some(uid)) => (
             Some(i64::try_from(m.generation).unwrap_or(i64::MAX)),
             Some(record_key.seal_status(uid, id, m.generation)),
         ),
-        (Outcome::Ready(_), _, _) => (None, None),
+        (Outcome::Ready(_) | Outcome::Expired(_), _, _) => (None, None),
         // not re-sealed: the operator did not read them from a sealed record; kept, so that when
         // the key is served again an older copy of its Secret is still told from the current one
         (Outcome::Conflict | Outcome::Rejected(_) | Outcome::Duplicate(_), _, _) => {
@@ -106,7 +125,27 @@ pub fn desired(
         .filter(|c| c.status == status && c.reason == reason && c.message == message)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| now.clone());
+    // Only a Ready key accepts its previous secret, and only until the end of its grace period;
+    // only a Ready key has a next rotation.
+    let served = match outcome {
+        Outcome::Ready(m) => Some(*m),
+        _ => None,
+    };
+    let rotated_at = served.and_then(|m| m.rotated_at.as_ref()).map(|Time(t)| *t);
+    let previous = served.and_then(|m| {
+        let previous = m.previous.as_ref()?;
+        let until = policy.previous_until(previous, rotated_at, now.0)?;
+        Some((previous, until))
+    });
+    let next_rotation_at = rotated_at
+        .and_then(|at| policy.next_rotation(at, key.metadata.uid.as_deref().unwrap_or_default()))
+        .map(Time);
     ApiKeyStatus {
+        previous_secret_hash: previous.map(|(p, _)| p.hash.clone()),
+        previous_secret_generation: previous
+            .map(|(p, _)| i64::try_from(p.generation).unwrap_or(i64::MAX)),
+        previous_secret_expires_at: previous.map(|(_, until)| Time(until)),
+        next_rotation_at,
         client_id,
         secret_generation,
         seal,
@@ -122,8 +161,24 @@ pub fn desired(
             last_transition_time,
             observed_generation: generation,
         }],
-        ..ApiKeyStatus::default()
     }
+}
+
+/// The Ready=True message: where the credentials are, and what of the rotation policy the operator
+/// did not take as written.
+fn ready_message(secret_name: &str, policy: &Policy) -> String {
+    let mut message = format!("client credentials are in Secret {secret_name}");
+    if let (Some(asked), Some(interval)) = (policy.raised_from, policy.interval) {
+        message.push_str(&format!(
+            "; spec.rotation.interval {} is below the operator's minimum: rotating every {}",
+            rotation::format_duration(asked),
+            rotation::format_duration(interval)
+        ));
+    }
+    if let Some(problem) = &policy.problem {
+        message.push_str(&format!("; ignored what cannot be read: {problem}"));
+    }
+    message
 }
 
 #[cfg(test)]
@@ -135,7 +190,13 @@ mod tests {
     fn ready_status_mirrors_the_secret_and_has_no_plaintext() {
         let k = key("web", "alice", 1);
         let m = managed(&k, None);
-        let s = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
+        let s = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(100),
+            record_key(),
+            &Policy::default(),
+        );
         assert_eq!(s.client_id, m.client_id);
         assert_eq!(s.secret_hash, m.hash);
         assert_eq!(s.secret_name.as_deref(), Some("web"));
@@ -162,19 +223,135 @@ mod tests {
             &crate::secret::build(&k, &c, None, record_key()).unwrap(),
             record_key(),
         );
-        let s = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
+        let s = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(100),
+            record_key(),
+            &Policy::default(),
+        );
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains(c.client_secret.expose()));
         assert!(!format!("{m:?}").contains(c.client_secret.expose()));
     }
 
     #[test]
+    fn a_previous_secret_is_published_until_its_grace_ends_and_a_due_time_while_ready() {
+        use crate::rotation::Previous;
+        let k = key("web", "alice", 1);
+        let mut m = managed(&k, None);
+        let rotated = m.rotated_at.clone().unwrap().0.as_second();
+        m.previous = Some(Previous {
+            hash: "$argon2id$old".into(),
+            generation: 4,
+            until: time(rotated + 600).0,
+        });
+        let policy = Policy {
+            grace: std::time::Duration::from_secs(600),
+            interval: Some(std::time::Duration::from_secs(3600)),
+            ..Policy::default()
+        };
+        let during = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(rotated + 599),
+            record_key(),
+            &policy,
+        );
+        assert_eq!(
+            during.previous_secret_hash.as_deref(),
+            Some("$argon2id$old")
+        );
+        assert_eq!(during.previous_secret_generation, Some(4));
+        assert_eq!(during.previous_secret_expires_at, Some(time(rotated + 600)));
+        let due = policy.next_rotation(time(rotated).0, "uid-web").map(Time);
+        assert_eq!(during.next_rotation_at, due);
+        let after = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(rotated + 600),
+            record_key(),
+            &policy,
+        );
+        assert_eq!(
+            (
+                &after.previous_secret_hash,
+                after.previous_secret_generation,
+                &after.previous_secret_expires_at
+            ),
+            (&None, None, &None)
+        );
+        assert_eq!(after.next_rotation_at, due);
+        assert_eq!(after.secret_hash, m.hash, "the current secret stays");
+    }
+
+    #[test]
+    fn an_expired_key_is_not_ready_publishes_no_hash_and_keeps_its_client_id() {
+        use crate::rotation::Previous;
+        let k = key("web", "alice", 1);
+        let mut m = managed(&k, None);
+        m.previous = Some(Previous {
+            hash: "$argon2id$old".into(),
+            generation: 4,
+            until: time(i32::MAX as i64).0,
+        });
+        let policy = Policy {
+            grace: std::time::Duration::from_secs(600),
+            interval: Some(std::time::Duration::from_secs(3600)),
+            expires_at: Some(time(50).0),
+            ..Policy::default()
+        };
+        let s = desired(&k, &Outcome::Expired(&m), &time(100), record_key(), &policy);
+        let c = &s.conditions[0];
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Expired"));
+        assert!(c.message.contains("1970-01-01T00:00:50Z"), "{}", c.message);
+        assert_eq!(
+            (&s.secret_hash, &s.previous_secret_hash, &s.next_rotation_at),
+            (&None, &None, &None)
+        );
+        assert_eq!(s.client_id, m.client_id);
+        assert!(s.seal.is_some());
+    }
+
+    #[test]
+    fn a_raised_interval_is_said_in_the_ready_message() {
+        let k = key("web", "alice", 1);
+        let m = managed(&k, None);
+        let policy = Policy {
+            interval: Some(std::time::Duration::from_secs(3600)),
+            raised_from: Some(std::time::Duration::from_secs(5)),
+            ..Policy::default()
+        };
+        let s = desired(&k, &Outcome::Ready(&m), &time(100), record_key(), &policy);
+        let c = &s.conditions[0];
+        assert_eq!(c.status, "True");
+        assert!(
+            c.message
+                .contains("interval 5s is below the operator's minimum: rotating every 1h"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[test]
     fn unchanged_outcome_gives_identical_status() {
         let mut k = key("web", "alice", 1);
         let m = managed(&k, None);
-        let first = desired(&k, &Outcome::Ready(&m), &time(100), record_key());
+        let first = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(100),
+            record_key(),
+            &Policy::default(),
+        );
         k.status = Some(first.clone());
-        let again = desired(&k, &Outcome::Ready(&m), &time(500), record_key());
+        let again = desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(500),
+            record_key(),
+            &Policy::default(),
+        );
         assert_eq!(
             first, again,
             "same outcome later must not change the status"
@@ -185,8 +362,20 @@ mod tests {
     fn transition_moves_last_transition_time() {
         let mut k = key("web", "alice", 1);
         let m = managed(&k, None);
-        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100), record_key()));
-        let conflict = desired(&k, &Outcome::Conflict, &time(200), record_key());
+        k.status = Some(desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(100),
+            record_key(),
+            &Policy::default(),
+        ));
+        let conflict = desired(
+            &k,
+            &Outcome::Conflict,
+            &time(200),
+            record_key(),
+            &Policy::default(),
+        );
         let c = &conflict.conditions[0];
         assert_eq!(
             (c.status.as_str(), c.reason.as_str()),
@@ -205,6 +394,7 @@ mod tests {
             &Outcome::Rejected("too large"),
             &time(300),
             record_key(),
+            &Policy::default(),
         );
         let c = &rejected.conditions[0];
         assert_eq!(
@@ -218,8 +408,20 @@ mod tests {
     fn a_key_that_becomes_a_duplicate_keeps_its_sealed_client_id_and_generation() {
         let mut k = key("b", "alice", 1);
         let m = managed(&k, None);
-        k.status = Some(desired(&k, &Outcome::Ready(&m), &time(100), record_key()));
-        let s = desired(&k, &Outcome::Duplicate("a"), &time(200), record_key());
+        k.status = Some(desired(
+            &k,
+            &Outcome::Ready(&m),
+            &time(100),
+            record_key(),
+            &Policy::default(),
+        ));
+        let s = desired(
+            &k,
+            &Outcome::Duplicate("a"),
+            &time(200),
+            record_key(),
+            &Policy::default(),
+        );
         let ready = k.status.as_ref().unwrap();
         assert_eq!(
             (&s.client_id, &s.secret_generation, &s.seal),
@@ -231,7 +433,13 @@ mod tests {
     #[test]
     fn duplicate_names_the_active_key() {
         let k = key("b", "alice", 1);
-        let s = desired(&k, &Outcome::Duplicate("a"), &time(1), record_key());
+        let s = desired(
+            &k,
+            &Outcome::Duplicate("a"),
+            &time(1),
+            record_key(),
+            &Policy::default(),
+        );
         let c = &s.conditions[0];
         assert_eq!(c.reason, "DuplicateUser");
         assert!(c.message.contains("ApiKey a"), "{}", c.message);

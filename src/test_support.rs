@@ -51,6 +51,7 @@ pub fn creds(handled: Option<&str>) -> Credentials {
         rotated_at: time(1_000),
         reason: "created",
         generation: 1,
+        previous: None,
     }
 }
 

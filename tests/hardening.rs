@@ -506,6 +506,7 @@ fn a_rotation_whose_event_was_lost_gets_it_when_the_status_catches_up() {
         ),
         reason: "regenerated",
         generation: 2,
+        previous: None,
     };
     let written = secret::build(
         &key,

@@ -89,6 +89,7 @@ impl Work<'_> {
             rotated_at: now(),
             reason: "created",
             generation: 1,
+            previous: None,
         })
     }
 
@@ -221,6 +222,7 @@ async fn create(work: &Work<'_>, args: &Args) -> Result<(Duration, HashMap<Strin
             &Outcome::Ready(&ManagedSecret::read(&created, work.record_key)),
             &now(),
             work.record_key,
+            &Default::default(),
         );
         apply_status(&work.keys, &key, &status).await?;
         Ok((
@@ -275,6 +277,7 @@ async fn regenerate(
                 &Outcome::Ready(&ManagedSecret::read(&written, work.record_key)),
                 &now(),
                 work.record_key,
+                &Default::default(),
             );
             apply_status(&work.keys, &key, &status).await
         }
