@@ -1,16 +1,23 @@
 //! The token server's view of the keys: every ApiKey's published credentials (client id, argon2id
-//! hash, secret generation), kept current by a watch and indexed by client id, so that a token
-//! request costs no API call.
+//! hash, secret generation; during a grace period after a rotation, the previous secret's hash,
+//! generation and end of grace), and its expiry (`spec.expiresAt`), kept current by a watch and
+//! indexed by client id, so that a token request costs no API call.
 //!
 //! Only a key that is `Ready=True` and has a client id, a hash and a secret generation in its
 //! status can authenticate. A client id that two ApiKeys hold (a copied or forged status: anyone
 //! who can write an ApiKey's status can write any client id there) authenticates neither.
+//!
+//! The directory keeps times as published and decides nothing by the clock: whether a key has
+//! expired ([`KeyEntry::is_expired`]) or its previous secret is still in its grace period
+//! ([`KeyEntry::previous_in_grace`]) is asked with the time of the request, so that neither
+//! waits for the operator to update the status.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt as _;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
@@ -34,12 +41,42 @@ pub struct KeyEntry {
     pub client_id: String,
     /// `status.secretHash`: the argon2id PHC string of the current client secret.
     pub secret_hash: String,
-    /// `status.secretGeneration`.
+    /// `status.secretGeneration`: the generation of the current client secret (1 for the key's
+    /// first, one more for each new one).
     pub generation: i64,
+    /// The previous client secret, still accepted until the end of its grace period; `None` when
+    /// the status publishes none (or only part of one, or one of a generation not older than the
+    /// current one).
+    pub previous: Option<PreviousSecret>,
+    /// `spec.expiresAt`: the instant (RFC 3339 in the ApiKey) from which the key is refused and
+    /// its tokens are inactive, whatever its status says; `None`: it does not expire.
+    pub expires_at: Option<Timestamp>,
     /// Whether the Ready condition is `True`.
     pub ready: bool,
     /// Whether the key is labelled `apikey.dev/introspect: "true"`: its client may introspect.
     pub may_introspect: bool,
+}
+
+/// A key's previous client secret during the grace period after a rotation (`status.previous*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreviousSecret {
+    /// `status.previousSecretHash`: the argon2id PHC string of the previous client secret.
+    pub hash: String,
+    /// `status.previousSecretGeneration`: the generation of the previous client secret, which the
+    /// access tokens issued with it carry.
+    pub generation: i64,
+    /// `status.previousSecretExpiresAt`: the end of the grace period (RFC 3339 in the ApiKey).
+    /// The previous secret is accepted, and its tokens are active, while the time is before it.
+    pub expires_at: Timestamp,
+}
+
+/// Which of a key's client secrets a client authenticated with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SecretUsed {
+    /// The current one (`status.secretHash`).
+    Current,
+    /// The previous one, during its grace period (`status.previousSecretHash`).
+    Previous,
 }
 
 impl KeyEntry {
@@ -50,6 +87,24 @@ impl KeyEntry {
         let status = key.status.as_ref()?;
         let client_id = status.client_id.clone()?;
         let (hash, generation) = (status.secret_hash.clone(), status.secret_generation);
+        let previous = match (
+            &status.previous_secret_hash,
+            status.previous_secret_generation,
+            &status.previous_secret_expires_at,
+        ) {
+            // all three or none; and older than the current secret, so that a token's generation
+            // tells which secret it was issued under
+            (Some(hash), Some(previous), Some(expires_at))
+                if generation.is_some_and(|current| previous < current) =>
+            {
+                Some(PreviousSecret {
+                    hash: hash.clone(),
+                    generation: previous,
+                    expires_at: expires_at.0,
+                })
+            }
+            _ => None,
+        };
         let ready = key.ready_condition().is_some_and(|c| c.status == "True");
         let may_introspect = key
             .metadata
@@ -68,7 +123,54 @@ impl KeyEntry {
             may_introspect,
             secret_hash: hash.unwrap_or_default(),
             generation: generation.unwrap_or_default(),
+            previous,
+            expires_at: key.spec.expires_at.as_ref().map(|t| t.0),
         })
+    }
+
+    /// Whether the key has expired at `now` (`now` >= `spec.expiresAt`).
+    pub fn is_expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
+    }
+
+    /// The previous client secret, if there is one and `now` is before the end of its grace
+    /// period.
+    pub fn previous_in_grace(&self, now: Timestamp) -> Option<&PreviousSecret> {
+        self.previous.as_ref().filter(|p| now < p.expires_at)
+    }
+
+    /// The generation of the secret `used`: `status.secretGeneration`, or
+    /// `status.previousSecretGeneration` (0 if there is none, which no key has).
+    pub fn generation_of(&self, used: SecretUsed) -> i64 {
+        match used {
+            SecretUsed::Current => self.generation,
+            SecretUsed::Previous => self.previous.as_ref().map_or(0, |p| p.generation),
+        }
+    }
+
+    /// Until when a client that authenticated with the secret `used` may act: the key's expiry,
+    /// and for the previous secret also the end of its grace period, whichever comes first;
+    /// `None`: no limit.
+    pub fn valid_until(&self, used: SecretUsed) -> Option<Timestamp> {
+        let grace_end = match used {
+            SecretUsed::Current => None,
+            SecretUsed::Previous => self.previous.as_ref().map(|p| p.expires_at),
+        };
+        match (self.expires_at, grace_end) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether an access token of secret generation `generation` is still good at `now`: the key
+    /// has not expired, and the generation is the current one, or the previous one while its
+    /// grace period lasts. (Readiness and the client id are the caller's to check.)
+    pub fn accepts_generation(&self, generation: i64, now: Timestamp) -> bool {
+        !self.is_expired(now)
+            && (generation == self.generation
+                || self
+                    .previous_in_grace(now)
+                    .is_some_and(|p| p.generation == generation))
     }
 }
 
@@ -343,5 +445,96 @@ mod tests {
         assert_eq!(d.lookup("akid_a"), Lookup::Unknown);
         assert!(matches!(d.lookup("akid_b"), Lookup::Found(_)));
         assert_eq!(d.counts(), (1, 1));
+    }
+
+    fn at(second: i64) -> k8s_openapi::jiff::Timestamp {
+        k8s_openapi::jiff::Timestamp::from_second(second).unwrap()
+    }
+
+    /// `ready(..)` at generation 2, with generation 1 as the previous secret until `grace_end`
+    /// and `spec.expiresAt` at `expires_at`.
+    fn rotated(grace_end: i64, expires_at: Option<i64>) -> ApiKey {
+        let mut k = ready("a", "u1", "akid_a");
+        k.spec.expires_at = expires_at.map(|s| Time(at(s)));
+        if let Some(s) = k.status.as_mut() {
+            s.previous_secret_hash = Some("$argon2id$previous".into());
+            s.previous_secret_generation = Some(1);
+            s.previous_secret_expires_at = Some(Time(at(grace_end)));
+        }
+        k
+    }
+
+    #[test]
+    fn the_previous_secret_and_the_expiry_are_read_from_the_apikey() {
+        let e = KeyEntry::of(&rotated(100, Some(500))).unwrap();
+        assert_eq!(
+            e.previous,
+            Some(PreviousSecret {
+                hash: "$argon2id$previous".into(),
+                generation: 1,
+                expires_at: at(100),
+            })
+        );
+        assert_eq!(e.expires_at, Some(at(500)));
+        assert!(e.ready);
+        let plain = KeyEntry::of(&ready("a", "u1", "akid_a")).unwrap();
+        assert_eq!((plain.previous, plain.expires_at), (None, None));
+    }
+
+    #[test]
+    fn a_partial_or_incoherent_previous_secret_is_none() {
+        type Edit = fn(&mut ApiKeyStatus);
+        let edits: [Edit; 4] = [
+            |s| s.previous_secret_hash = None,
+            |s| s.previous_secret_generation = None,
+            |s| s.previous_secret_expires_at = None,
+            // not older than the current generation (2)
+            |s| s.previous_secret_generation = Some(2),
+        ];
+        for edit in edits {
+            let mut k = rotated(100, None);
+            if let Some(s) = k.status.as_mut() {
+                edit(s);
+            }
+            let e = KeyEntry::of(&k).unwrap();
+            assert_eq!(e.previous, None);
+            assert!(e.ready, "the current secret still works");
+        }
+    }
+
+    #[test]
+    fn expiry_and_grace_are_decided_at_the_instant_given() {
+        let e = KeyEntry::of(&rotated(100, Some(500))).unwrap();
+        assert!(e.previous_in_grace(at(99)).is_some());
+        assert!(
+            e.previous_in_grace(at(100)).is_none(),
+            "the end is excluded"
+        );
+        assert!(!e.is_expired(at(499)));
+        assert!(e.is_expired(at(500)), "the expiry is included");
+        assert!(e.accepts_generation(1, at(99)) && e.accepts_generation(2, at(99)));
+        assert!(!e.accepts_generation(1, at(100)) && e.accepts_generation(2, at(100)));
+        assert!(!e.accepts_generation(2, at(500)));
+        assert!(
+            !e.accepts_generation(3, at(0)),
+            "not a generation of the key"
+        );
+        assert_eq!(
+            (
+                e.generation_of(SecretUsed::Current),
+                e.generation_of(SecretUsed::Previous)
+            ),
+            (2, 1)
+        );
+        assert_eq!(e.valid_until(SecretUsed::Current), Some(at(500)));
+        assert_eq!(e.valid_until(SecretUsed::Previous), Some(at(100)));
+        let e = KeyEntry::of(&rotated(900, None)).unwrap();
+        assert_eq!(
+            (
+                e.valid_until(SecretUsed::Current),
+                e.valid_until(SecretUsed::Previous)
+            ),
+            (None, Some(at(900)))
+        );
     }
 }

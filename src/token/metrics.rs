@@ -39,13 +39,18 @@ pub struct TokenMetrics {
     pub issued: Counter,
     /// Token requests refused, by reason: `invalid_request`, `unsupported_grant_type`,
     /// `invalid_scope`, `malformed_credentials` (answered without hashing), `unknown_client`,
-    /// `ambiguous_client`, `not_ready`, `wrong_secret`, `hash_refused`, `rate_limited`, `saturated`,
-    /// `internal`.
+    /// `ambiguous_client`, `not_ready`, `expired` (the key's `spec.expiresAt` has passed),
+    /// `wrong_secret`, `hash_refused`, `rate_limited`, `saturated`, `internal`.
     pub failures: Family<ReasonLabel, Counter>,
     /// Duration of argon2id verifications of a presented client secret, in seconds.
     pub verification_seconds: Histogram,
     /// Verifications answered from memory (`hit`) or by argon2id (`miss`).
     pub remembered: Family<ResultLabel, Counter>,
+    /// Client authentications (at the token and the introspection endpoint, from memory or by
+    /// argon2id) that succeeded with a key's previous client secret, during the grace period
+    /// after a rotation: what still uses the old secret. Which keys: the token server's log
+    /// names each one (at info) when it verifies its previous secret.
+    pub previous_secret_used: Counter,
     /// Requests refused with 429, by what was locked out (`client_id`, `address`).
     pub rate_limited: Family<ByLabel, Counter>,
     /// Introspection answers, by `active`/`inactive`.
@@ -66,6 +71,7 @@ impl Default for TokenMetrics {
             failures: Family::default(),
             verification_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             remembered: Family::default(),
+            previous_secret_used: Counter::default(),
             rate_limited: Family::default(),
             introspections: Family::default(),
             keys: Gauge::default(),
@@ -88,6 +94,11 @@ impl Default for TokenMetrics {
             "remembered_verifications",
             "Client authentications answered from memory (hit) or by argon2id (miss)",
             m.remembered.clone(),
+        );
+        registry.register(
+            "previous_secret_used",
+            "Client authentications that succeeded with a key's previous client secret, during its grace period",
+            m.previous_secret_used.clone(),
         );
         registry.register(
             "rate_limited",

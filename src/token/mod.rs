@@ -3,13 +3,15 @@
 //! (RFC 9068) acting for the key's user, which any server verifies offline against the published
 //! keys (RFC 8414 metadata, JWKS), or online by introspection (RFC 7662).
 //!
-//! Kubernetes-free: [`client_auth`] (reading requests), [`claims`], [`signing`], [`limits`].
+//! Kubernetes-free: [`client_auth`] (reading requests), [`claims`], [`signing`], [`limits`],
+//! [`clock`] (the wall clock expiries are decided by, set by hand in tests).
 //! Glue: [`directory`] (the watch of ApiKeys), [`signing_secret`] (the signing keys' Secret),
 //! [`authenticator`], [`server`] (the endpoints), [`tls`], [`run`].
 
 pub mod authenticator;
 pub mod claims;
 pub mod client_auth;
+pub mod clock;
 pub mod directory;
 pub mod limits;
 pub mod metrics;

@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -96,10 +95,10 @@ pub fn router(server: Arc<TokenServer>) -> Router {
         .with_state(server)
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+/// The time now, in seconds since the epoch, by the authenticator's clock: tokens are issued
+/// and checked by the clock that decides expiries and grace periods.
+fn now(server: &TokenServer) -> i64 {
+    server.authenticator.clock().now_seconds()
 }
 
 /// The `Authorization` header (raw bytes) and `Content-Type` (if text) of a form request.
@@ -192,12 +191,12 @@ async fn token(
         server.metrics.failed("invalid_scope");
         return oauth_error(&OAuthError::InvalidScope);
     }
-    let entry = match server
+    let client = match server
         .authenticator
         .authenticate(&request.client_id, &request.client_secret, peer.ip())
         .await
     {
-        Ok(entry) => entry,
+        Ok(client) => client,
         Err(refusal) => return refused(&server, &refusal),
     };
     let Some(keys) = server.signing.current() else {
@@ -209,17 +208,19 @@ async fn token(
         );
     };
     let config = &server.config;
-    let now = now();
+    let now = now(&server);
+    // the lifetime, or less near the key's expiry or the end of the previous secret's grace
     let signed = AccessTokenClaims::issue(
-        &entry,
+        &client.key,
+        client.secret,
         &config.issuer,
         &config.audience,
         now,
         config.lifetime_seconds,
     )
-    .and_then(|claims| keys.sign(&claims, now));
+    .and_then(|claims| Ok((keys.sign(&claims, now)?, claims.exp - claims.iat)));
     match signed {
-        Ok(access_token) => {
+        Ok((access_token, expires_in)) => {
             server.metrics.issued.inc();
             // RFC 6749 §5.1; RFC 6750 §4 (token_type Bearer).
             no_store(
@@ -227,7 +228,7 @@ async fn token(
                 json!({
                     "access_token": access_token,
                     "token_type": "Bearer",
-                    "expires_in": config.lifetime_seconds,
+                    "expires_in": expires_in,
                 }),
             )
         }
@@ -244,8 +245,11 @@ async fn token(
 /// gets a key of its own), by `client_secret_basic` or `client_secret_post`; failures count
 /// against the same budgets as at the token endpoint; another key's client gets 403. A token is
 /// active when its signature, issuer, audience and expiry verify, and its ApiKey still exists
-/// (same UID), is Ready, holds the same client id and is still at the secret generation the
-/// token was issued under: a token of a deleted or regenerated key is inactive at once.
+/// (same UID), is Ready, holds the same client id, has not expired (`spec.expiresAt`, by this
+/// server's clock) and is still at the secret generation the token was issued under, or has it
+/// as its previous generation while the grace period lasts (`status.previousSecretExpiresAt`): a
+/// token of a deleted, expired or regenerated key is inactive at once, and a token of the
+/// previous secret at the end of the grace period.
 async fn introspect(
     State(server): State<Arc<TokenServer>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -266,7 +270,7 @@ async fn introspect(
         Err(refusal) => return refused(&server, &refusal),
     };
     // RFC 7662 §2.1, §4: authorization as well as authentication, against token scanning.
-    if !caller.may_introspect {
+    if !caller.key.may_introspect {
         server
             .metrics
             .introspections
@@ -320,8 +324,9 @@ async fn introspect(
 fn active_claims(server: &TokenServer, token: &str) -> Option<AccessTokenClaims> {
     let keys = server.signing.current()?;
     let config = &server.config;
+    let now = server.authenticator.clock().now();
     let claims: AccessTokenClaims =
-        match keys.verify(token, &config.issuer, &config.audience, now()) {
+        match keys.verify(token, &config.issuer, &config.audience, now.as_second()) {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::debug!(why = e.label(), "introspection: the token does not verify");
@@ -334,9 +339,9 @@ fn active_claims(server: &TokenServer, token: &str) -> Option<AccessTokenClaims>
     };
     let current = key.ready
         && key.client_id == claims.client_id
-        && key.generation == claims.apikey.generation;
+        && key.accepts_generation(claims.apikey.generation, now);
     if !current {
-        tracing::debug!(apikey = %claims.apikey.name, ready = key.ready, generation = key.generation, "introspection: the token's ApiKey has moved on");
+        tracing::debug!(apikey = %claims.apikey.name, ready = key.ready, generation = key.generation, expired = key.is_expired(now), "introspection: the token's ApiKey has moved on");
     }
     current.then_some(claims)
 }
@@ -397,14 +402,17 @@ mod tests {
     use axum::extract::connect_info::MockConnectInfo;
     use axum::http::{Method, Request};
     use base64::Engine as _;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
     use kube::runtime::watcher;
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::credentials::{generate_client_id, generate_client_secret};
+    use crate::credentials::{ClientSecret, generate_client_id, generate_client_secret};
     use crate::hashing::{HashParams, Hasher};
     use crate::test_support::{cheap_hash, ready_apikey};
     use crate::token::authenticator::AuthLimits;
+    use crate::token::clock::Clock;
     use crate::token::signing::{KeySet, SigningKey};
 
     const ISSUER: &str = "https://auth.example";
@@ -420,6 +428,11 @@ mod tests {
         keys: KeySet,
         id: String,
         secret: String,
+        /// The hash of `secret` in the key's status.
+        hash: String,
+        /// The server's clock, set by hand (at the second the fixture was made).
+        clock: Clock,
+        metrics: Arc<TokenMetrics>,
     }
 
     /// A server with one signing key and one Ready key, whose credentials it returns.
@@ -430,9 +443,10 @@ mod tests {
         let id = generate_client_id().unwrap();
         let hash = hasher.hash(secret.clone()).await.unwrap();
         directory.observe(
-            watcher::Event::Apply(ready_apikey("web", &id, "1", hash)),
+            watcher::Event::Apply(ready_apikey("web", &id, "1", hash.clone())),
             &mut None,
         );
+        let clock = Clock::fixed(Timestamp::from_second(Timestamp::now().as_second()).unwrap());
         let limits = AuthLimits {
             remember_for: Duration::from_secs(60),
             client_burst: 5,
@@ -451,10 +465,11 @@ mod tests {
                 lifetime_seconds: 900,
             },
             authenticator: Authenticator::new(directory.clone(), hasher, limits, metrics.clone())
-                .unwrap(),
+                .unwrap()
+                .with_clock(clock.clone()),
             directory: directory.clone(),
             signing: SigningKeys::fixed(keys.clone()),
-            metrics,
+            metrics: metrics.clone(),
         });
         let app = router(server).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
         Fixture {
@@ -463,6 +478,9 @@ mod tests {
             keys,
             id,
             secret: secret.expose().to_owned(),
+            hash,
+            clock,
+            metrics,
         }
     }
 
@@ -506,7 +524,10 @@ mod tests {
             (Some("Bearer"), Some(900))
         );
         let token = body["access_token"].as_str().unwrap();
-        let claims: AccessTokenClaims = f.keys.verify(token, ISSUER, "api", now()).unwrap();
+        let claims: AccessTokenClaims = f
+            .keys
+            .verify(token, ISSUER, "api", f.clock.now_seconds())
+            .unwrap();
         assert_eq!(
             (claims.sub.as_str(), claims.client_id.as_str()),
             ("alice", f.id.as_str())
@@ -622,5 +643,165 @@ mod tests {
         assert_eq!(headers[header::CACHE_CONTROL], JWKS_CACHE_CONTROL);
         assert_eq!(jwks, f.keys.jwks());
         assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    }
+
+    /// `seconds` after the fixture's start.
+    fn at(f: &Fixture, seconds: i64) -> Timestamp {
+        Timestamp::from_second(f.clock.now_seconds() + seconds).unwrap()
+    }
+
+    /// Writes the fixture's key `web` again at resourceVersion `version`, rotated: a new current
+    /// secret (returned) of generation 2, and the fixture's secret as the previous one, of
+    /// generation 1, until `grace_end`; expiring at `expires_at`.
+    async fn rotate(
+        f: &Fixture,
+        version: &str,
+        current: Option<ClientSecret>,
+        grace_end: Timestamp,
+        expires_at: Option<Timestamp>,
+    ) -> ClientSecret {
+        let current = current.unwrap_or_else(|| generate_client_secret().unwrap());
+        let mut web = ready_apikey("web", &f.id, version, cheap_hash(&current).await);
+        web.spec.expires_at = expires_at.map(Time);
+        if let Some(s) = web.status.as_mut() {
+            s.secret_generation = Some(2);
+            s.previous_secret_hash = Some(f.hash.clone());
+            s.previous_secret_generation = Some(1);
+            s.previous_secret_expires_at = Some(Time(grace_end));
+        }
+        f.directory.observe(watcher::Event::Apply(web), &mut None);
+        current
+    }
+
+    /// A key `caller` that may introspect: its `Authorization` header.
+    async fn introspector(f: &Fixture) -> String {
+        let secret = generate_client_secret().unwrap();
+        let id = generate_client_id().unwrap();
+        let mut caller = ready_apikey("caller", &id, "1", cheap_hash(&secret).await);
+        caller.metadata.labels =
+            Some([(crate::crd::INTROSPECT_LABEL.to_string(), "true".to_string())].into());
+        f.directory
+            .observe(watcher::Event::Apply(caller), &mut None);
+        basic(&id, secret.expose())
+    }
+
+    /// A token request with `secret`: the status, the body and the token's claims, if any.
+    async fn token_with(
+        f: &Fixture,
+        secret: &str,
+    ) -> (StatusCode, Value, Option<AccessTokenClaims>) {
+        let auth = basic(&f.id, secret);
+        let (status, _, body) = call(
+            &f.app,
+            post(TOKEN_PATH, Some(&auth), "grant_type=client_credentials"),
+        )
+        .await;
+        let claims = body["access_token"].as_str().map(|token| {
+            f.keys
+                .verify(token, ISSUER, "api", f.clock.now_seconds())
+                .unwrap()
+        });
+        (status, body, claims)
+    }
+
+    async fn is_active(f: &Fixture, caller: &str, token: &str) -> bool {
+        let form = format!("token={token}");
+        let (status, _, body) = call(&f.app, post(INTROSPECTION_PATH, Some(caller), &form)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["active"].as_bool().unwrap()
+    }
+
+    #[tokio::test]
+    async fn during_the_grace_period_the_previous_secret_gets_a_token_of_its_generation_until_its_end()
+     {
+        let f = fixture().await;
+        let caller = introspector(&f).await;
+        let current = rotate(&f, "2", None, at(&f, 3_600), None).await;
+        let (status, body, old) = token_with(&f, &f.secret).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let old = old.unwrap();
+        assert_eq!((old.apikey.generation, old.exp - old.iat), (1, 900));
+        let old_token = body["access_token"].as_str().unwrap().to_owned();
+        let (_, body, new) = token_with(&f, current.expose()).await;
+        assert_eq!(
+            new.unwrap().apikey.generation,
+            2,
+            "the current secret works"
+        );
+        let new_token = body["access_token"].as_str().unwrap().to_owned();
+        assert_eq!(
+            count(&f.metrics, "apikey_token_previous_secret_used_total"),
+            1
+        );
+
+        // the operator shortens the grace period to 600 s: the old secret's tokens end with it
+        rotate(&f, "3", Some(current.clone()), at(&f, 600), None).await;
+        let (_, body, capped) = token_with(&f, &f.secret).await;
+        let capped = capped.unwrap();
+        assert_eq!(
+            (capped.exp, body["expires_in"].as_i64()),
+            (at(&f, 600).as_second(), Some(600))
+        );
+        f.clock.advance(SignedDuration::from_secs(599));
+        assert!(
+            is_active(&f, &caller, &old_token).await,
+            "1 s before the end"
+        );
+        f.clock.advance(SignedDuration::from_secs(1));
+        assert!(!is_active(&f, &caller, &old_token).await, "at the end");
+        assert!(is_active(&f, &caller, &new_token).await);
+        let (status, body, _) = token_with(&f, &f.secret).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &Value::from("invalid_client"))
+        );
+        assert!(token_with(&f, current.expose()).await.2.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_expired_key_gets_no_token_and_its_tokens_are_inactive_from_its_expiry() {
+        let f = fixture().await;
+        let caller = introspector(&f).await;
+        let (_, body, _) = token_with(&f, &f.secret).await;
+        let token = body["access_token"].as_str().unwrap().to_owned();
+        // spec.expiresAt is set to 300 s from now; the operator has not marked the key yet
+        let mut web = ready_apikey("web", &f.id, "2", f.hash.clone());
+        web.spec.expires_at = Some(Time(at(&f, 300)));
+        f.directory.observe(watcher::Event::Apply(web), &mut None);
+        f.clock.advance(SignedDuration::from_secs(100));
+        let (_, body, claims) = token_with(&f, &f.secret).await;
+        assert_eq!(
+            (claims.unwrap().exp, body["expires_in"].as_i64()),
+            (at(&f, 200).as_second(), Some(200)),
+            "capped at the expiry"
+        );
+        f.clock.advance(SignedDuration::from_secs(199));
+        assert!(
+            is_active(&f, &caller, &token).await,
+            "1 s before the expiry"
+        );
+        f.clock.advance(SignedDuration::from_secs(1));
+        assert!(!is_active(&f, &caller, &token).await, "at the expiry");
+        let (status, body, _) = token_with(&f, &f.secret).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (StatusCode::UNAUTHORIZED, &Value::from("invalid_client")),
+            "answered as an unknown client"
+        );
+        assert_eq!(
+            count(
+                &f.metrics,
+                r#"apikey_token_failures_total{reason="expired"}"#
+            ),
+            1
+        );
+    }
+
+    fn count(metrics: &TokenMetrics, series: &str) -> u64 {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
     }
 }

@@ -24,7 +24,7 @@ use apikey_operator::credentials::{self, ClientSecret};
 use apikey_operator::hashing::{HashParams, Hasher};
 use apikey_operator::secret::{CLIENT_ID_KEY, CLIENT_SECRET_KEY, MANAGED_SELECTOR};
 use apikey_operator::token::claims::AccessTokenClaims;
-use apikey_operator::token::directory::KeyEntry;
+use apikey_operator::token::directory::{KeyEntry, SecretUsed};
 use apikey_operator::token::server::TOKEN_PATH;
 use apikey_operator::token::signing::{KeySet, SigningKey};
 use axum::http::{HeaderValue, Request, StatusCode, Uri, header};
@@ -403,9 +403,17 @@ async fn es256_limit() -> Result<f64> {
             generation: 1,
             ready: true,
             may_introspect: false,
+            previous: None,
+            expires_at: None,
         };
-        let claims =
-            AccessTokenClaims::issue(&entry, "https://127.0.0.1:8443", "apikey", now, 900)?;
+        let claims = AccessTokenClaims::issue(
+            &entry,
+            SecretUsed::Current,
+            "https://127.0.0.1:8443",
+            "apikey",
+            now,
+            900,
+        )?;
         let start = Instant::now();
         let mut signed = 0usize;
         while start.elapsed() < LIMIT_TIME {
