@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use apikey_operator::hashing;
@@ -367,4 +368,37 @@ fn metrics_move_with_the_work() {
     let text = op.http_get("/metrics").1;
     assert!(!text.contains(&s), "no secret in metrics");
     op.assert_log_free_of(&[s]);
+}
+
+#[test]
+fn the_operator_runs_with_the_service_accounts_token_when_asked() {
+    install_crd();
+    let ns = TempNamespace::new("whoami");
+    let op = Operator::start(&ns.name);
+    let mut cmd = Command::new(kubectl_bin());
+    cmd.env("KUBECONFIG", op.kubeconfig());
+    let out = run_as(
+        cmd,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let user = String::from_utf8_lossy(&out.stdout).into_owned();
+    if std::env::var("APIKEY_E2E_AS_SERVICE_ACCOUNT").as_deref() == Ok("1") {
+        assert_eq!(
+            user, "system:serviceaccount:apikey-system:apikey-operator",
+            "scripts/test's second pass runs the operator as deploy/'s ServiceAccount"
+        );
+    } else {
+        assert_eq!(op.kubeconfig(), kubeconfig(), "otherwise as admin");
+    }
 }

@@ -14,6 +14,7 @@ pub use apikeys::*;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -200,7 +201,7 @@ pub fn b64decode(s: &str) -> String {
     String::from_utf8(bytes).expect("utf-8")
 }
 
-/// The kubeconfig the operator runs with: the admin one, or, when
+/// The kubeconfig the operator (the binary of this checkout) runs with: the admin one, or, when
 /// `APIKEY_E2E_AS_SERVICE_ACCOUNT=1`, a token of the ServiceAccount that deploy/ installs, so that
 /// the suite proves the role grants everything the operator needs.
 pub fn operator_kubeconfig() -> PathBuf {
@@ -212,9 +213,13 @@ pub fn operator_kubeconfig() -> PathBuf {
 }
 
 /// Applies deploy/ (CRD first), mints a token for its ServiceAccount with `kubectl create token`,
-/// and writes a kubeconfig that holds only that token.
+/// and writes a kubeconfig that holds only that token. Done once per test process: every later
+/// call returns the same file (its token is valid for two hours, longer than any suite runs).
 pub fn service_account_kubeconfig() -> PathBuf {
-    service_account_kubeconfig_for("apikey-system", "apikey-operator")
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| service_account_kubeconfig_for("apikey-system", "apikey-operator"))
+        .clone()
 }
 
 /// A kubeconfig holding only the token of deploy/'s ServiceAccount `namespace/account` (deploy/
@@ -290,10 +295,12 @@ pub struct Operator {
     extra: Vec<String>,
     /// The binary; `None`: the one this checkout builds.
     release: Option<PathBuf>,
+    /// The kubeconfig it runs with; `None`: [`operator_kubeconfig`] (the admin one for a release).
+    credentials: Option<PathBuf>,
 }
 
 impl Operator {
-    /// Starts `apikey-operator run --namespace <ns>` with the admin kubeconfig, without leader
+    /// Starts `apikey-operator run --namespace <ns>` with [`operator_kubeconfig`], without leader
     /// election (each test's operator is alone in its namespace) and on a free port.
     pub fn start(namespace: &str) -> Self {
         Self::start_with(
@@ -314,14 +321,27 @@ impl Operator {
             namespace: namespace.into(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             release: None,
+            credentials: None,
         };
         let _ = std::fs::remove_file(&op.log);
         op.spawn();
         op
     }
 
+    /// Starts it as [`Operator::start`] does, running with `kubeconfig` (a ServiceAccount's token
+    /// with the rights a test chooses).
+    pub fn start_as(namespace: &str, kubeconfig: &Path) -> Self {
+        let mut op = Self::start_with(
+            namespace,
+            &["--leader-elect=false", "--http-addr", "127.0.0.1:0"],
+        );
+        op.credentials = Some(kubeconfig.to_path_buf());
+        op.restart();
+        op
+    }
+
     /// Starts another release's binary `bin` as [`Operator::start`] does, with only the flags
-    /// every release has.
+    /// every release has, and always with the admin kubeconfig (why: in `spawn`).
     pub fn start_release(bin: &Path, namespace: &str) -> Self {
         let log = Path::new(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("operator-{namespace}-release.log"));
@@ -334,6 +354,7 @@ impl Operator {
                 .map(|s| s.to_string())
                 .collect(),
             release: Some(bin.to_path_buf()),
+            credentials: None,
         };
         let _ = std::fs::remove_file(&op.log);
         op.spawn();
@@ -361,15 +382,45 @@ impl Operator {
             // the record key of each test's operator lives in the test's own namespace
             command.args(["--record-key-namespace", &self.namespace]);
         }
+        // The binary of this checkout runs as `operator_kubeconfig()` says (as deploy/'s
+        // ServiceAccount in scripts/test's second pass). Another release keeps the admin
+        // kubeconfig: what it may do is granted by its own deploy/, not by this checkout's, and
+        // the upgrade test that runs it tests the data it leaves behind, not RBAC.
+        let config = match (&self.release, &self.credentials) {
+            (None, Some(own)) => own.clone(),
+            (None, None) => operator_kubeconfig(),
+            (Some(_), _) => kubeconfig(),
+        };
         let child = command
             .args(&self.extra)
-            .env("KUBECONFIG", kubeconfig())
+            .env("KUBECONFIG", config)
             .env("RUST_LOG", "apikey_operator=debug,info")
             .stdout(log.try_clone().expect("log fd"))
             .stderr(log)
             .spawn()
             .expect("operator starts");
         self.child = Some(KillOnDrop(child));
+    }
+
+    /// The `KUBECONFIG` the running operator process was started with, read back from
+    /// `/proc/<pid>/environ` (empty for a moment after the spawn returns: the new program's
+    /// environment is set up after the parent is let go).
+    pub fn kubeconfig(&self) -> PathBuf {
+        let child = self.child.as_ref().expect("the operator runs");
+        let path = format!("/proc/{}/environ", child.0.id());
+        let environ = eventually(
+            "the operator's environment",
+            Duration::from_secs(10),
+            || {
+                let environ = std::fs::read(&path).expect("the operator's environment");
+                (!environ.is_empty()).then_some(environ)
+            },
+        );
+        environ
+            .split(|&b| b == 0)
+            .find_map(|var| var.strip_prefix(b"KUBECONFIG="))
+            .map(|path| PathBuf::from(String::from_utf8_lossy(path).into_owned()))
+            .expect("the operator has KUBECONFIG")
     }
 
     /// Kills the operator (SIGKILL) and starts it again.
