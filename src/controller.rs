@@ -889,7 +889,6 @@ async fn restart_workloads(
         let kind = format!("{:?}", report.target.kind);
         let workload = format!("{kind}/{}", report.target.name);
         ctx.metrics.rollout_restarted(&kind);
-        info!(apikey = %ObjectRef::from_obj(key), %workload, generation = managed.generation, "rollout restart for the new client secret");
         publish(
             ctx,
             key,
@@ -974,7 +973,9 @@ async fn finish_with(
         log_reconciled(key, plan);
         return Ok((action, plan.name()));
     }
-    if let Outcome::Ready(managed) = outcome {
+    // named after the rotation: announcing it again (an expired key shows no hash to tell
+    // that it was) is a no-op
+    if let Outcome::Ready(managed) | Outcome::Expired(managed) = outcome {
         announce_rotation(key, ctx, managed, &desired).await;
     }
     match patch_status(key, ctx, &desired).await? {

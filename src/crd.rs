@@ -38,7 +38,7 @@ pub const ROLLOUT_RESTART_CONDITION: &str = "RolloutRestart";
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".status.secretName"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Last Rotated","type":"date","jsonPath":".status.lastRotatedAt"}"#,
-    printcolumn = r#"{"name":"Next Rotation","type":"date","jsonPath":".status.nextRotationAt"}"#,
+    printcolumn = r#"{"name":"Next Rotation","type":"string","jsonPath":".status.nextRotationAt","description":"When spec.rotation.interval rotates the secret next (RFC 3339; a date column would print a future time as <invalid>)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(validation = Rule::new("self.user == oldSelf.user").message("spec.user is immutable: create a new ApiKey for another user"))]
