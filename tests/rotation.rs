@@ -340,3 +340,33 @@ fn a_grace_period_ends_on_time_and_a_second_rotation_ends_the_first_at_once() {
     );
     ts.assert_log_free_of(&[first, second, g1, g2, g3]);
 }
+
+#[test]
+fn kubectl_explain_describes_the_rotation_fields() {
+    install_crd();
+    for (field, says) in [
+        (
+            "apikey.spec.rotation",
+            "grace period for the previous secret",
+        ),
+        (
+            "apikey.spec.rotation.gracePeriod",
+            "previous client secret is still accepted",
+        ),
+        ("apikey.spec.rotation.interval", "--min-rotation-interval"),
+        ("apikey.spec.expiresAt", "Ready=False with reason Expired"),
+        ("apikey.spec.rolloutRestart", "deploy/rollout-restart/"),
+        ("apikey.status.previousSecretHash", "grace period"),
+        (
+            "apikey.status.previousSecretExpiresAt",
+            "stops being accepted",
+        ),
+        ("apikey.status.nextRotationAt", "spec.rotation.interval"),
+    ] {
+        let text = ok(&["explain", field])
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(text.contains(says), "kubectl explain {field}: {text}");
+    }
+}
