@@ -177,13 +177,7 @@ fn each_new_secret_restarts_each_workload_exactly_once_also_across_sigkills() {
     for (i, delay) in delays_ms.iter().enumerate() {
         let generation = i as u32 + 2;
         let value = format!("r{i}");
-        ns.ok(&[
-            "annotate",
-            "apikey",
-            "k",
-            &format!("apikey.dev/regenerate={value}"),
-            "--overwrite",
-        ]);
+        regenerate(&ns, "k", &value);
         std::thread::sleep(Duration::from_millis(*delay));
         op.restart();
         wait_handled(&ns, "k", &value);
@@ -201,7 +195,13 @@ fn each_new_secret_restarts_each_workload_exactly_once_also_across_sigkills() {
         }
     }
     let rotations = delays_ms.len();
-    assert_eq!(events(&ns, "k", "RolloutRestarted"), 2 * rotations);
+    // events are best effort: a SIGKILL between a restart and its event loses the event, but
+    // none is ever published twice (each is named after the generation and the workload)
+    let announced = events(&ns, "k", "RolloutRestarted");
+    assert!(
+        announced <= 2 * rotations,
+        "{announced} events for {rotations} rotations"
+    );
     // restarts, resyncs and re-applies restart nothing more
     op.restart();
     ns.apply(&key_restarting("k", &["Deployment/web", "StatefulSet/db"]));
@@ -293,6 +293,7 @@ fn a_missing_or_forbidden_workload_is_a_condition_not_a_loop_and_the_restart_com
     wait_rollout_reason(&ns, "k", "TargetNotFound");
     wait_recorded(&ns, "deployment/web", "k", 2);
     web.assert_seen(2, "restarted once");
+    assert_eq!(events(&ns, "k", "RolloutRestarted"), 1);
     let (status, _, message) = rollout_condition(&ns, "k");
     assert_eq!(status, "False");
     assert!(message.contains("Deployment/absent"), "{message}");

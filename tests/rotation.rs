@@ -125,16 +125,7 @@ fn a_grace_period_covering_the_clients_delay_gives_zero_failed_requests_and_none
     install_crd();
     let ns = TempNamespace::new("grace-zero");
     let _op = Operator::start(&ns.name);
-    // budgets large enough that refusals stay 401s (brute force has a test of its own)
-    let ts = TokenServer::start(
-        &ns.name,
-        &[
-            "--client-failure-burst",
-            "100000",
-            "--address-failure-burst",
-            "100000",
-        ],
-    );
+    let ts = TokenServer::start_without_budgets(&ns.name);
     // clients re-read their Secret every 6 s; team a has a 30 s grace period, team b none
     let reread = Duration::from_secs(6);
     let with_grace = ["a1", "a2", "a3"];
@@ -188,13 +179,7 @@ fn grace_bookkeeping_survives_sigkills_of_the_operator_at_any_point_of_a_rotatio
     for (i, delay) in delays_ms.iter().enumerate() {
         let generation = i as i64 + 1;
         let value = format!("kill-{i}");
-        ns.ok(&[
-            "annotate",
-            "apikey",
-            "k",
-            &format!("apikey.dev/regenerate={value}"),
-            "--overwrite",
-        ]);
+        regenerate(&ns, "k", &value);
         std::thread::sleep(Duration::from_millis(*delay));
         op.restart();
         wait_handled(&ns, "k", &value);
@@ -243,15 +228,7 @@ fn a_grace_period_ends_on_time_and_a_second_rotation_ends_the_first_at_once() {
     install_crd();
     let ns = TempNamespace::new("grace-end");
     let op = Operator::start(&ns.name);
-    let ts = TokenServer::start(
-        &ns.name,
-        &[
-            "--client-failure-burst",
-            "1000",
-            "--address-failure-burst",
-            "1000",
-        ],
-    );
+    let ts = TokenServer::start_without_budgets(&ns.name);
     ns.apply(&(key_with_grace("short", "", "8s") + &key_with_grace("long", "", "10m")));
     wait_ready(&ns, &["short", "long"]);
 

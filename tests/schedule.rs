@@ -678,16 +678,7 @@ fn an_expired_key_is_refused_keeps_its_secret_and_works_again_when_moved_later()
     install_crd();
     let ns = TempNamespace::new("expiry");
     let op = Operator::start(&ns.name);
-    // budgets large enough for the polling below
-    let ts = TokenServer::start(
-        &ns.name,
-        &[
-            "--client-failure-burst",
-            "1000",
-            "--address-failure-burst",
-            "1000",
-        ],
-    );
+    let ts = TokenServer::start_without_budgets(&ns.name);
     let expires = in_seconds(10);
     let manifest = key_yaml_with("k", "eve", &[&format!("expiresAt: \"{expires}\"")]);
     ns.apply(&manifest);

@@ -51,6 +51,17 @@ pub fn wait_reason(ns: &TempNamespace, key: &str, reason: &str) {
     ]);
 }
 
+/// Asks for a new client secret of ApiKey `key`: sets its regenerate annotation to `value`.
+pub fn regenerate(ns: &TempNamespace, key: &str, value: &str) {
+    ns.ok(&[
+        "annotate",
+        "apikey",
+        key,
+        &format!("apikey.dev/regenerate={value}"),
+        "--overwrite",
+    ]);
+}
+
 /// Waits (by watch) until the Secret answers regenerate request `value`.
 pub fn wait_handled(ns: &TempNamespace, secret: &str, value: &str) {
     ns.ok(&[

@@ -57,6 +57,20 @@ impl TokenServer {
         Self::start_on(free_port(), &kubeconfig(), namespace, extra)
     }
 
+    /// Starts one as [`TokenServer::start`] does, with failure budgets too large to matter, so
+    /// that refusals stay 401s however often a test polls (brute force has a test of its own).
+    pub fn start_without_budgets(namespace: &str) -> Self {
+        Self::start(
+            namespace,
+            &[
+                "--client-failure-burst",
+                "100000",
+                "--address-failure-burst",
+                "100000",
+            ],
+        )
+    }
+
     /// Starts one on `port` with `kubeconfig`.
     pub fn start_on(port: u16, kubeconfig: &Path, namespace: &str, extra: &[&str]) -> Self {
         Self::start_replica(
