@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt as _, TryStreamExt as _, future};
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
@@ -47,6 +47,8 @@ const RESYNC: Duration = Duration::from_secs(3600);
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 /// Delay before looking again at a key whose cached copy turned out stale.
 const STALE_RETRY: Duration = Duration::from_millis(200);
+/// When to try again to restart workloads after a failure that may go away by itself.
+const ROLLOUT_RETRY: Duration = Duration::from_secs(30);
 /// First and largest delay after a failed reconcile; doubled on every consecutive failure.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -868,20 +870,28 @@ async fn restart_workloads(
     ctx: &Context,
     managed: &ManagedSecret,
     now: &Time,
-) -> Result<(
-    Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
-    Option<Duration>,
-)> {
+) -> Result<(Option<Condition>, Option<Duration>)> {
     if key.spec.rollout_restart.is_empty() {
         return Ok((None, None));
     }
-    let reports = rollout::restart_targets(
+    // A workload that cannot be reached now must not hold back the status (the new hash, the
+    // grace period): the condition says so, and the workloads are looked at again soon; the
+    // bookkeeping on each workload makes the retry restart nothing twice.
+    let reports = match rollout::restart_targets(
         &ctx.client,
         key,
         managed.generation,
         managed.rotated_at.as_ref(),
     )
-    .await?;
+    .await
+    {
+        Ok(reports) => reports,
+        Err(e) => {
+            warn!(apikey = %ObjectRef::from_obj(key), error = %e, "rollout restarts failed; retrying");
+            let condition = rollout_retrying(key, managed.generation, &e, now);
+            return Ok((Some(condition), Some(ROLLOUT_RETRY)));
+        }
+    };
     for report in reports
         .iter()
         .filter(|r| r.outcome == rollout::TargetOutcome::Restarted)
@@ -910,6 +920,31 @@ async fn restart_workloads(
     }
     let condition = rollout::condition(key, &reports, managed.generation, now);
     Ok((condition, rollout::recheck_after(&reports)))
+}
+
+/// The RolloutRestart condition while the workloads cannot be reached: False, reason
+/// `Retrying`, with the error (`lastTransitionTime` kept while it stays the same).
+fn rollout_retrying(key: &ApiKey, generation: u64, error: &Error, now: &Time) -> Condition {
+    let message = format!(
+        "could not restart the workloads for client secret generation {generation} yet ({error}); retrying every {} s",
+        ROLLOUT_RETRY.as_secs()
+    );
+    let previous = key.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == crate::crd::ROLLOUT_RESTART_CONDITION)
+    });
+    let last_transition_time = previous
+        .filter(|c| c.status == "False" && c.reason == "Retrying" && c.message == message)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: crate::crd::ROLLOUT_RESTART_CONDITION.into(),
+        status: "False".into(),
+        reason: "Retrying".into(),
+        message,
+        last_transition_time,
+        observed_generation: key.metadata.generation,
+    }
 }
 
 /// [`finish_with`] for outcomes without a Secret of the key's to serve: the RolloutRestart
@@ -946,7 +981,7 @@ async fn finish_with(
     ctx: &Context,
     outcome: &Outcome<'_>,
     recheck: Option<Duration>,
-    condition: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    condition: Option<Condition>,
     finishing: &Finishing<'_>,
 ) -> Result<(Action, &'static str)> {
     let Finishing { now, plan, policy } = *finishing;

@@ -168,7 +168,11 @@ pub fn grace_ended(current: &ApiKeyStatus, desired: &ApiKeyStatus) -> Option<Gra
         return None;
     }
     let generation = current.previous_secret_generation.unwrap_or_default();
-    let (how, why) = if desired.secret_hash.is_none() {
+    let ready = desired
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::crd::READY_CONDITION && c.status == "True");
+    let (how, why) = if desired.secret_hash.is_none() || !ready {
         ("revoked", "the key is not Ready")
     } else if desired.secret_hash == current.secret_hash {
         ("elapsed", "its grace period ended")
@@ -478,6 +482,20 @@ mod tests {
         );
     }
 
+    /// A Ready condition of `status` (`True` or `False`).
+    fn ready_condition(
+        status: &str,
+    ) -> Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Ready".into(),
+            status: status.into(),
+            reason: String::new(),
+            message: String::new(),
+            last_transition_time: Time(at(0)),
+            observed_generation: None,
+        }]
+    }
+
     #[test]
     fn a_grace_period_ends_by_time_by_a_new_rotation_or_with_the_key() {
         let during = ApiKeyStatus {
@@ -488,8 +506,10 @@ mod tests {
             ..ApiKeyStatus::default()
         };
         assert_eq!(grace_ended(&during, &during), None);
+        let ready = ready_condition("True");
         let after = ApiKeyStatus {
             secret_hash: Some("$new".into()),
+            conditions: ready.clone(),
             ..ApiKeyStatus::default()
         };
         let ended = grace_ended(&during, &after).unwrap();
@@ -498,6 +518,7 @@ mod tests {
         let next = ApiKeyStatus {
             secret_hash: Some("$newer".into()),
             previous_secret_hash: Some("$new".into()),
+            conditions: ready,
             ..ApiKeyStatus::default()
         };
         assert_eq!(grace_ended(&during, &next).unwrap().how, "superseded");
@@ -505,6 +526,13 @@ mod tests {
             grace_ended(&during, &ApiKeyStatus::default()).unwrap().how,
             "revoked"
         );
+        // the Secret rejected: the hash stays, but the key is not Ready
+        let rejected = ApiKeyStatus {
+            secret_hash: Some("$new".into()),
+            conditions: ready_condition("False"),
+            ..ApiKeyStatus::default()
+        };
+        assert_eq!(grace_ended(&during, &rejected).unwrap().how, "revoked");
         assert_eq!(grace_ended(&after, &during), None, "none to end");
     }
 

@@ -168,9 +168,11 @@ impl ManagedSecret {
             .filter(|g| *g <= i64::MAX as u64)
             .unwrap_or(0);
         let seal = annotation(SEAL_ANNOTATION);
-        let previous_hash = annotation(PREVIOUS_HASH_ANNOTATION);
-        let previous_generation = annotation(PREVIOUS_GENERATION_ANNOTATION);
-        let previous_until = annotation(PREVIOUS_UNTIL_ANNOTATION);
+        // written empty when there is none (see `build`)
+        let present = |k: &str| annotation(k).filter(|v| !v.is_empty());
+        let previous_hash = present(PREVIOUS_HASH_ANNOTATION);
+        let previous_generation = present(PREVIOUS_GENERATION_ANNOTATION);
+        let previous_until = present(PREVIOUS_UNTIL_ANNOTATION);
         let previous_record = match (&previous_hash, &previous_generation, &previous_until) {
             (Some(hash), Some(generation), Some(until)) => Some(PreviousRecord {
                 hash,
@@ -360,16 +362,18 @@ pub fn build(
             creds.generation.to_string(),
         ),
     ]);
-    if let Some((hash, generation, until)) = previous {
-        annotations.extend([
-            (PREVIOUS_HASH_ANNOTATION.to_string(), hash.to_owned()),
-            (
-                PREVIOUS_GENERATION_ANNOTATION.to_string(),
-                generation.to_string(),
-            ),
-            (PREVIOUS_UNTIL_ANNOTATION.to_string(), until),
-        ]);
-    }
+    // Written empty when there is no previous secret, rather than left out: the write is a
+    // forced server-side apply, which removes only fields the operator owns. Left out, one
+    // written by anyone else (a `kubectl annotate`, a restore) would stay, break the seal of
+    // every record written after it, and have the key repaired again and again.
+    let (hash, generation, until) = previous
+        .map(|(hash, generation, until)| (hash.to_owned(), generation.to_string(), until))
+        .unwrap_or_default();
+    annotations.extend([
+        (PREVIOUS_HASH_ANNOTATION.to_string(), hash),
+        (PREVIOUS_GENERATION_ANNOTATION.to_string(), generation),
+        (PREVIOUS_UNTIL_ANNOTATION.to_string(), until),
+    ]);
     let data = BTreeMap::from([
         (
             CLIENT_ID_KEY.to_string(),
@@ -514,6 +518,22 @@ mod tests {
             Integrity::Altered,
             "nor can one be added"
         );
+
+        // without a previous secret the three are written empty (so that the operator's forced
+        // apply owns them and removes whatever anyone else wrote there), and read as none
+        let none = sealed(&k, &creds(None));
+        for annotation in [
+            PREVIOUS_HASH_ANNOTATION,
+            PREVIOUS_GENERATION_ANNOTATION,
+            PREVIOUS_UNTIL_ANNOTATION,
+        ] {
+            assert_eq!(
+                none.annotations().get(annotation).map(String::as_str),
+                Some("")
+            );
+        }
+        let r = read(&none);
+        assert_eq!((r.integrity, r.previous), (Integrity::Sealed, None));
     }
 
     #[test]

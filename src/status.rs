@@ -132,10 +132,22 @@ pub fn desired(
         _ => None,
     };
     let rotated_at = served.and_then(|m| m.rotated_at.as_ref()).map(|Time(t)| *t);
+    // Once published, the end of a grace period only ever comes sooner: a grace period cut short
+    // (a gracePeriod of 0s after a leak) stays cut when it is lengthened again, and a previous
+    // secret the status has dropped for the current one never comes back.
     let previous = served.and_then(|m| {
         let previous = m.previous.as_ref()?;
-        let until = policy.previous_until(previous, rotated_at, now.0)?;
-        Some((previous, until))
+        let mut until = policy.previous_until(previous, rotated_at, now.0)?;
+        let shows_current = current.secret_hash.is_some() && current.secret_hash == m.hash;
+        match (
+            &current.previous_secret_hash,
+            &current.previous_secret_expires_at,
+        ) {
+            (Some(hash), Some(Time(shown))) if *hash == previous.hash => until = until.min(*shown),
+            _ if shows_current => return None,
+            _ => {}
+        }
+        (now.0 < until).then_some((previous, until))
     });
     let next_rotation_at = rotated_at
         .and_then(|at| policy.next_rotation(at, key.metadata.uid.as_deref().unwrap_or_default()))
@@ -283,6 +295,46 @@ mod tests {
         );
         assert_eq!(after.next_rotation_at, due);
         assert_eq!(after.secret_hash, m.hash, "the current secret stays");
+    }
+
+    #[test]
+    fn a_grace_period_cut_short_stays_cut_when_the_grace_period_is_lengthened_again() {
+        use crate::rotation::Previous;
+        let mut k = key("web", "alice", 1);
+        let mut m = managed(&k, None);
+        let rotated = m.rotated_at.clone().unwrap().0.as_second();
+        m.previous = Some(Previous {
+            hash: "$argon2id$old".into(),
+            generation: 1,
+            until: time(rotated + 3600).0,
+        });
+        let grace = |secs| Policy {
+            grace: std::time::Duration::from_secs(secs),
+            ..Policy::default()
+        };
+        let at = |secs| time(rotated + secs);
+        // published for an hour at first
+        let first = desired(&k, &Outcome::Ready(&m), &at(10), record_key(), &grace(3600));
+        assert_eq!(first.previous_secret_expires_at, Some(at(3600)));
+        k.status = Some(first);
+        // cut to 20 minutes: published until then
+        let cut = desired(&k, &Outcome::Ready(&m), &at(20), record_key(), &grace(1200));
+        assert_eq!(cut.previous_secret_expires_at, Some(at(1200)));
+        k.status = Some(cut);
+        // lengthened again (Git puts the old value back): still 20 minutes
+        let again = desired(&k, &Outcome::Ready(&m), &at(30), record_key(), &grace(3600));
+        assert_eq!(again.previous_secret_expires_at, Some(at(1200)));
+        // cut to nothing (a leak): dropped, and it never comes back
+        k.status = Some(desired(
+            &k,
+            &Outcome::Ready(&m),
+            &at(40),
+            record_key(),
+            &grace(0),
+        ));
+        assert_eq!(k.status.as_ref().unwrap().previous_secret_hash, None);
+        let restored = desired(&k, &Outcome::Ready(&m), &at(50), record_key(), &grace(3600));
+        assert_eq!(restored.previous_secret_hash, None);
     }
 
     #[test]

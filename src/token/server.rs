@@ -209,6 +209,15 @@ async fn token(
     };
     let config = &server.config;
     let now = now(&server);
+    // The key's expiry and the previous secret's grace were checked before the verification,
+    // which may have waited in the queue: a token is never issued at or after either.
+    if client
+        .key
+        .valid_until(client.secret)
+        .is_some_and(|until| until.as_second() <= now)
+    {
+        return refused(&server, &Refusal::Expired);
+    }
     // the lifetime, or less near the key's expiry or the end of the previous secret's grace
     let signed = AccessTokenClaims::issue(
         &client.key,
