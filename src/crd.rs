@@ -78,7 +78,8 @@ pub struct ApiKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
 
-    /// Workloads in the ApiKey's namespace that mount its Secret and get one rollout restart
+    /// Workloads in the ApiKey's namespace that use its Secret (their pod template mounts it or
+    /// references it in env or envFrom; others are not restarted) and get one rollout restart
     /// after each new client secret (a pod-template annotation, as `kubectl rollout restart`
     /// does), so that they start with the new secret. Needs the operator's optional rights of
     /// deploy/rollout-restart/; without them the condition RolloutRestart says it is off.
@@ -214,7 +215,7 @@ pub struct ApiKeyStatus {
     /// why (reasons `DuplicateUser`, `SecretConflict`, `SecretRejected`, `Expired`). Type
     /// `RolloutRestart`, present when `spec.rolloutRestart` names workloads, tells whether each of
     /// them was restarted after the current client secret (reasons `Restarted`,
-    /// `TargetNotFound`, `Forbidden`, `Rejected`).
+    /// `TargetNotFound`, `Forbidden`, `Rejected`, `SecretNotUsed`, `Retrying`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

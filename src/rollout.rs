@@ -3,10 +3,17 @@
 //!
 //! A workload that reads the key's Secret as environment variables (or caches it at start) keeps
 //! the old client secret until its pods are replaced. For each Deployment, StatefulSet or
-//! DaemonSet (`apps/v1`) that an ApiKey names in its own namespace, the operator does what
-//! `kubectl rollout restart` does, a change of a pod-template annotation, once per new client
-//! secret.
+//! DaemonSet (`apps/v1`) that an ApiKey names in its own namespace and whose pod template uses the
+//! key's Secret, the operator does what `kubectl rollout restart` does, a change of a pod-template
+//! annotation, once per new client secret.
 //!
+//! - **Only workloads that use the key's Secret.** A workload is restarted (or recorded) only if
+//!   its pod template references Secret [`ApiKey::secret_name`] ([`uses_secret`]): a `secret`
+//!   volume, a `projected` volume's `secret` source, or in a container or init container an
+//!   `env[].valueFrom.secretKeyRef` or an `envFrom[].secretRef`. Any other workload named in the
+//!   list is left alone, nothing is written to it, and the `RolloutRestart` condition names it
+//!   (reason [`REASON_SECRET_NOT_USED`]). So the list can only choose among the workloads a new
+//!   secret concerns anyway, not point the operator's rights at any workload of the namespace.
 //! - **Bookkeeping on the workload.** What a key has done to a workload is written on the workload
 //!   itself, in the same merge patch as the restart, under the precondition of the
 //!   `resourceVersion` it was decided on: `metadata.annotations["restarted.apikey.dev/<key>"]` is
@@ -19,9 +26,11 @@
 //!   nothing. A conflict (someone else changed the workload) reads it again and decides again.
 //!   The key name part is [`annotation_name_part`]: the ApiKey's name, or a hashed form of names
 //!   longer than 63 characters.
-//! - **Exactly once per generation.** A workload recorded at an older generation of this very
-//!   ApiKey (same UID) is restarted; one recorded at the current generation or later is left
-//!   alone. Nothing is written when nothing is to be done.
+//! - **Exactly once per generation.** A workload recorded at the current generation of this very
+//!   ApiKey (same UID) is left alone, and nothing is written when nothing is to be done. One
+//!   recorded at any other generation of it is restarted: an older one, and also a later one, as
+//!   after the operator's record key is lost and its keys are adopted again at generation 1
+//!   (skipping those would leave the workload unrestarted until the generations caught up).
 //! - **A workload seen for the first time** (no record of this key, e.g. just added to the list,
 //!   or the feature just enabled) has no history to go by, and its creation time decides ([`step`]):
 //!   created strictly before the current secret was generated, its pods may hold the previous one,
@@ -33,21 +42,23 @@
 //!   key's credentials: a workload created before the current secret is restarted, even at
 //!   generation 1. Whoever removes the record (a `kubectl replace`, a tool that owns every
 //!   annotation) makes the workload one seen for the first time again.
-//! - **Missing workloads and rights** are no failure of the reconcile: the `RolloutRestart`
-//!   condition says what is missing ([`condition`]), and the key is looked at again every
-//!   [`RECHECK`]. A workload that appears later was created after the current secret and is only
-//!   recorded. Patching workloads needs the operator's optional rights of
-//!   `deploy/rollout-restart/` (opt-in: whoever may patch a Deployment can change what it runs).
-//!   Without them, [Stakater Reloader](https://github.com/stakater/Reloader)'s annotation
+//! - **Missing workloads, workloads that do not use the Secret, and rights** are no failure of
+//!   the reconcile: the `RolloutRestart` condition says what is missing ([`condition`]), and the
+//!   key is looked at again every [`RECHECK`]. A workload that appears later was created after the
+//!   current secret and is only recorded. Reading and patching workloads needs the operator's
+//!   optional rights of `deploy/rollout-restart/` (`get` and `patch`; opt-in: whoever may patch a
+//!   Deployment can change what it runs). Without them,
+//!   [Stakater Reloader](https://github.com/stakater/Reloader)'s annotation
 //!   `secret.reloader.stakater.com/reload: <secret name>` ([`RELOADER_ANNOTATION`]) on the
 //!   workload restarts it on every change of the Secret instead, with Reloader's rights rather
 //!   than the operator's.
 //!
 //! As with `kubectl rollout restart`, a paused Deployment rolls once it is resumed, and a
 //! StatefulSet or DaemonSet with `updateStrategy: OnDelete` replaces its pods only as they are
-//! deleted. Anyone who may edit an ApiKey can have the operator restart the workloads of the
-//! ApiKey's namespace (once per new secret), but never change them otherwise: the operator
-//! writes only its two annotations.
+//! deleted. Anyone who may edit an ApiKey can have the operator restart, once per new secret, the
+//! workloads of the ApiKey's namespace whose pod template uses the key's Secret (those whose pods
+//! a new secret concerns anyway), never a workload of another namespace or one that does not use
+//! the Secret, and never change them otherwise: the operator writes only its two annotations.
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
@@ -55,6 +66,7 @@ use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Volume};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt as _};
@@ -98,6 +110,9 @@ pub const REASON_FORBIDDEN: &str = "Forbidden";
 /// `RolloutRestart=False` reason: the API server refused the restart patch as invalid (400, 422),
 /// e.g. an admission webhook or a workload that no longer validates.
 pub const REASON_REJECTED: &str = "Rejected";
+/// `RolloutRestart=False` reason: a workload named in `spec.rolloutRestart` has a pod template
+/// that does not use the key's Secret ([`uses_secret`]), so the operator does not restart it.
+pub const REASON_SECRET_NOT_USED: &str = "SecretNotUsed";
 
 /// Stakater Reloader's annotation that restarts a workload on each change of the named Secret:
 /// the alternative to granting the operator `deploy/rollout-restart/`.
@@ -179,8 +194,10 @@ pub enum Step {
 /// [`annotation_key`] on the workload, if any), for client secret `generation` of the ApiKey of
 /// UID `key_uid`; pure.
 ///
-/// - Recorded by this ApiKey at `generation` or later: [`Step::Nothing`]; at an earlier one:
-///   [`Step::Restart`].
+/// - Recorded by this ApiKey at `generation`: [`Step::Nothing`]; at any other generation:
+///   [`Step::Restart`], an earlier one as well as a later one (the generations went back: the
+///   operator's record key was lost and the key adopted again at generation 1, and the pods were
+///   not restarted for the current secret).
 /// - Recorded by another ApiKey of the same name (deleted and created again): its pods hold that
 ///   key's credentials if the workload was created strictly before the current secret was
 ///   generated ([`Step::Restart`]); otherwise [`Step::Record`].
@@ -202,7 +219,7 @@ pub fn step(
     );
     match recorded.and_then(parse_value) {
         Some((seen, uid)) if uid == key_uid => {
-            if seen >= generation {
+            if seen == generation {
                 Step::Nothing
             } else {
                 Step::Restart
@@ -225,6 +242,9 @@ pub enum TargetOutcome {
     UpToDate,
     /// The workload does not exist (in the ApiKey's namespace).
     NotFound,
+    /// The workload's pod template does not use the key's Secret ([`uses_secret`]): not
+    /// restarted, nothing written.
+    NotUsingSecret,
     /// The API server refused to let the operator read or patch it, with this message.
     Forbidden(String),
     /// The API server refused the patch as invalid (400 or 422), with this message.
@@ -272,8 +292,9 @@ fn resource_name(kind: WorkloadKind) -> &'static str {
     }
 }
 
-/// What a restart is done for: the key's annotation and the current secret.
+/// What a restart is done for: the key's Secret and annotation, and the current secret.
 struct Bookkeeping<'a> {
+    secret: String,
     key_uid: &'a str,
     annotation: String,
     value: String,
@@ -283,12 +304,13 @@ struct Bookkeeping<'a> {
 
 /// Restarts each workload of `key`'s `spec.rolloutRestart` that has not been restarted for client
 /// secret `generation` yet (generated at `rotated_at`, both from the Secret's sealed record), as
-/// [`step`] decides, in the ApiKey's own namespace only. Call it after the Secret holding that
-/// secret is written (or read back), on every reconcile of a Ready key: a workload that is up to
-/// date costs one metadata read and no write.
+/// [`step`] decides, in the ApiKey's own namespace only, and only if its pod template uses the
+/// key's Secret ([`uses_secret`]). Call it after the Secret holding that secret is written (or
+/// read back), on every reconcile of a Ready key: a workload that is up to date costs one read and
+/// no write.
 ///
-/// Returns one report per workload, in the order of the spec. A missing workload, a 403 and a
-/// refused patch are reports, not errors ([`condition`] turns them into the `RolloutRestart`
+/// Returns one report per workload, in the order of the spec. A missing workload, one that does
+/// not use the Secret, a 403 and a refused patch are reports, not errors ([`condition`] turns them into the `RolloutRestart`
 /// condition; look again after [`recheck_after`]). Errors are the transient ones (5xx, the
 /// connection) and a workload that kept changing between read and patch: the caller backs off
 /// and calls again, which restarts nothing twice.
@@ -315,6 +337,7 @@ pub async fn restart_targets(
         .as_deref()
         .ok_or(Error::MissingField("metadata.uid"))?;
     let book = Bookkeeping {
+        secret: key.secret_name(),
         key_uid,
         annotation: annotation_key(name),
         value: annotation_value(generation, key_uid),
@@ -355,15 +378,85 @@ pub async fn restart_targets(
     Ok(reports)
 }
 
-/// Reads workload `name`'s metadata, decides with [`step`], and writes the record (and the
-/// restart) in one merge patch under the read's `resourceVersion`; reads again on a conflict.
-async fn restart_one<K>(api: &Api<K>, name: &str, book: &Bookkeeping<'_>) -> Result<TargetOutcome>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned,
+/// A workload kind that a rollout restart applies to: where its pod template's spec is.
+trait Workload:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + DeserializeOwned
 {
+    /// `spec.template.spec`, if the object has it.
+    fn pod_spec(&self) -> Option<&PodSpec>;
+}
+
+impl Workload for Deployment {
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Workload for StatefulSet {
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+impl Workload for DaemonSet {
+    fn pod_spec(&self) -> Option<&PodSpec> {
+        self.spec.as_ref()?.template.spec.as_ref()
+    }
+}
+
+/// Whether pods of spec `pod` use Secret `secret` (of their own namespace); pure. They do if a
+/// volume is the Secret (`secret.secretName`) or projects it (a `projected` source's
+/// `secret.name`), or a container or init container reads it into its environment
+/// (`env[].valueFrom.secretKeyRef.name`, `envFrom[].secretRef.name`). Ephemeral containers are not
+/// looked at: the API server refuses them in a workload's pod template. An empty name is used by
+/// nothing.
+pub fn uses_secret(pod: &PodSpec, secret: &str) -> bool {
+    if secret.is_empty() {
+        return false;
+    }
+    let mounts = |volume: &Volume| {
+        volume
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some(secret))
+            || volume
+                .projected
+                .as_ref()
+                .and_then(|p| p.sources.as_ref())
+                .is_some_and(|sources| {
+                    sources
+                        .iter()
+                        .any(|source| source.secret.as_ref().is_some_and(|s| s.name == secret))
+                })
+    };
+    let reads = |container: &Container| {
+        container.env.iter().flatten().any(|var| {
+            var.value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+                .is_some_and(|r| r.name == secret)
+        }) || container
+            .env_from
+            .iter()
+            .flatten()
+            .any(|from| from.secret_ref.as_ref().is_some_and(|r| r.name == secret))
+    };
+    pod.volumes.iter().flatten().any(mounts)
+        || pod
+            .containers
+            .iter()
+            .chain(pod.init_containers.iter().flatten())
+            .any(reads)
+}
+
+/// Reads workload `name`, checks that its pod template uses the key's Secret ([`uses_secret`]),
+/// decides with [`step`], and writes the record (and the restart) in one merge patch under the
+/// read's `resourceVersion`; reads again on a conflict.
+async fn restart_one<K: Workload>(
+    api: &Api<K>,
+    name: &str,
+    book: &Bookkeeping<'_>,
+) -> Result<TargetOutcome> {
     let params = PatchParams {
         field_manager: Some(MANAGER.into()),
         ..PatchParams::default()
@@ -371,14 +464,21 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let meta = match api.get_metadata_opt(name).await {
-            Ok(Some(partial)) => partial.metadata,
+        let workload = match api.get_opt(name).await {
+            Ok(Some(workload)) => workload,
             Ok(None) => return Ok(TargetOutcome::NotFound),
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 return Ok(TargetOutcome::Forbidden(s.message.clone()));
             }
             Err(e) => return Err(e.into()),
         };
+        if !workload
+            .pod_spec()
+            .is_some_and(|pod| uses_secret(pod, &book.secret))
+        {
+            return Ok(TargetOutcome::NotUsingSecret);
+        }
+        let meta = workload.meta();
         let recorded = meta
             .annotations
             .as_ref()
@@ -391,13 +491,13 @@ where
             meta.creation_timestamp.as_ref(),
             book.rotated_at,
         );
-        let Some(version) = meta.resource_version else {
+        let Some(version) = meta.resource_version.as_deref() else {
             return Err(Error::MissingField("metadata.resourceVersion"));
         };
         let patch = match decided {
             Step::Nothing => return Ok(TargetOutcome::UpToDate),
-            Step::Record => record_patch(book, &version),
-            Step::Restart => restart_patch(book, &version),
+            Step::Record => record_patch(book, version),
+            Step::Restart => restart_patch(book, version),
         };
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
             Ok(_) if decided == Step::Restart => return Ok(TargetOutcome::Restarted),
@@ -446,7 +546,7 @@ fn restart_patch(book: &Bookkeeping<'_>, version: &str) -> Value {
 }
 
 /// How long to wait before calling [`restart_targets`] again on its own: [`RECHECK`] if a
-/// workload is missing, forbidden or refused, else `None` (nothing to look for until the key or
+/// workload is missing, does not use the Secret, is forbidden or refused, else `None` (nothing to look for until the key or
 /// its Secret changes).
 pub fn recheck_after(reports: &[TargetReport]) -> Option<Duration> {
     reports.iter().any(|r| !r.is_done()).then_some(RECHECK)
@@ -457,7 +557,8 @@ pub fn recheck_after(reports: &[TargetReport]) -> Option<Duration> {
 ///
 /// True (reason [`REASON_RESTARTED`]) when every workload was restarted for the current secret or
 /// started after it; False otherwise, with reason [`REASON_FORBIDDEN`] (first),
-/// [`REASON_REJECTED`], or [`REASON_TARGET_NOT_FOUND`], naming the workloads concerned. The
+/// [`REASON_REJECTED`], [`REASON_SECRET_NOT_USED`] or [`REASON_TARGET_NOT_FOUND`] (last), naming
+/// the workloads concerned. The
 /// message does not tell workloads restarted now from those restarted before, so a reconcile that
 /// changes nothing gives the same condition; `lastTransitionTime` is the previous condition's
 /// while status, reason and message are unchanged (as in [`crate::status::desired`]), else `now`.
@@ -476,6 +577,7 @@ pub fn condition(
     };
     let forbidden = named(|o| matches!(o, TargetOutcome::Forbidden(_)));
     let rejected = named(|o| matches!(o, TargetOutcome::Rejected(_)));
+    let unrelated = named(|o| matches!(o, TargetOutcome::NotUsingSecret));
     let missing = named(|o| matches!(o, TargetOutcome::NotFound));
     let recheck = RECHECK.as_secs() / 60;
     let (status, reason, message) = if let Some(first) = forbidden.first() {
@@ -508,6 +610,16 @@ pub fn condition(
             REASON_REJECTED,
             format!(
                 "the API server refused the rollout restart of {them} for client secret generation {generation}: {said}; tried again every {recheck} minutes"
+            ),
+        )
+    } else if !unrelated.is_empty() {
+        let (them, are) = subject(&unrelated);
+        (
+            "False",
+            REASON_SECRET_NOT_USED,
+            format!(
+                "{them} {are} not restarted: the operator only restarts workloads whose pod template mounts or references Secret {secret} (volume, projected volume, env or envFrom); looked at again every {recheck} minutes",
+                secret = key.secret_name(),
             ),
         )
     } else if !missing.is_empty() {
@@ -673,13 +785,161 @@ mod tests {
         assert_eq!(step_at(Some("2/uid-web"), 3, 10, 100), Step::Restart);
         assert_eq!(step_at(Some("1/uid-web"), 3, 10, 100), Step::Restart);
         assert_eq!(step_at(Some("3/uid-web"), 3, 10, 100), Step::Nothing);
-        assert_eq!(step_at(Some("4/uid-web"), 3, 10, 100), Step::Nothing);
         // the creation time does not matter once recorded
         assert_eq!(step_at(Some("2/uid-web"), 3, 500, 100), Step::Restart);
         assert_eq!(step_at(Some("3/uid-web"), 3, 500, 100), Step::Nothing);
         // nor do unknown times
         assert_eq!(step(Some("2/uid-web"), UID, 3, None, None), Step::Restart);
         assert_eq!(step(Some("3/uid-web"), UID, 3, None, None), Step::Nothing);
+    }
+
+    #[test]
+    fn a_generation_that_went_back_restarts() {
+        // the operator's record key was lost: the key is adopted again at generation 1 while its
+        // workloads record generation 5; each generation that differs is a new secret for them
+        assert_eq!(step_at(Some("5/uid-web"), 1, 10, 100), Step::Restart);
+        assert_eq!(step_at(Some("4/uid-web"), 3, 10, 100), Step::Restart);
+        // whatever the creation time, and with unknown times
+        assert_eq!(step_at(Some("5/uid-web"), 1, 500, 100), Step::Restart);
+        assert_eq!(step(Some("5/uid-web"), UID, 2, None, None), Step::Restart);
+        // and once restarted for it, the new count goes on exactly once per generation
+        for generation in 1..=5 {
+            let recorded = annotation_value(generation, UID);
+            assert_eq!(step_at(Some(&recorded), generation, 10, 100), Step::Nothing);
+            assert_eq!(
+                step_at(Some(&recorded), generation + 1, 10, 100),
+                Step::Restart
+            );
+        }
+    }
+
+    /// A pod spec from its JSON form, with one container `app` and `extra`'s fields.
+    fn pod(extra: Value) -> PodSpec {
+        let mut spec = json!({ "containers": [{ "name": "app", "image": "app" }] });
+        for (field, value) in extra.as_object().expect("an object") {
+            spec[field] = value.clone();
+        }
+        serde_json::from_value(spec).expect("a PodSpec")
+    }
+
+    /// A pod spec's `containers` (or `initContainers`) in JSON: one container `app` with `fields`.
+    fn container(fields: Value) -> Value {
+        let mut c = json!({ "name": "app", "image": "app" });
+        for (field, value) in fields.as_object().expect("an object") {
+            c[field] = value.clone();
+        }
+        json!([c])
+    }
+
+    #[test]
+    fn each_reference_kind_uses_the_secret() {
+        let cases = [
+            (
+                "a secret volume",
+                json!({ "volumes": [{ "name": "key", "secret": { "secretName": "k" } }] }),
+            ),
+            (
+                "a projected volume",
+                json!({ "volumes": [
+                    { "name": "cm", "configMap": { "name": "k" } },
+                    { "name": "all", "projected": { "sources": [
+                        { "configMap": { "name": "settings" } },
+                        { "secret": { "name": "k", "items": [{ "key": "clientSecret", "path": "s" }] } },
+                    ] } },
+                ] }),
+            ),
+            (
+                "a container's env",
+                json!({ "containers": container(json!({ "env": [
+                    { "name": "PLAIN", "value": "k" },
+                    { "name": "ID", "valueFrom": { "secretKeyRef": { "name": "k", "key": "clientId" } } },
+                ] })) }),
+            ),
+            (
+                "a container's envFrom",
+                json!({ "containers": container(json!({ "envFrom": [
+                    { "configMapRef": { "name": "settings" } },
+                    { "secretRef": { "name": "k" }, "prefix": "KEY_" },
+                ] })) }),
+            ),
+            (
+                "an init container's env",
+                json!({ "initContainers": container(json!({ "env": [
+                    { "name": "ID", "valueFrom": { "secretKeyRef": { "name": "k", "key": "clientId" } } },
+                ] })) }),
+            ),
+            (
+                "an init container's envFrom",
+                json!({ "initContainers": container(json!({ "envFrom": [
+                    { "secretRef": { "name": "k" } },
+                ] })) }),
+            ),
+        ];
+        for (what, extra) in cases {
+            let spec = pod(extra);
+            assert!(uses_secret(&spec, "k"), "{what}");
+            assert!(
+                !uses_secret(&spec, "other"),
+                "{what} of k is no use of other"
+            );
+            assert!(
+                !uses_secret(&spec, ""),
+                "{what}: an empty name is used by nothing"
+            );
+        }
+    }
+
+    #[test]
+    fn a_template_that_references_another_secret_or_a_config_map_does_not_use_it() {
+        let other = pod(json!({
+            "volumes": [
+                { "name": "a", "secret": { "secretName": "other" } },
+                { "name": "b", "secret": {} },
+                { "name": "c", "configMap": { "name": "k" } },
+                { "name": "d", "projected": { "sources": [
+                    { "secret": { "name": "other" } },
+                    { "configMap": { "name": "k" } },
+                ] } },
+                { "name": "e", "projected": {} },
+                { "name": "f", "emptyDir": {} },
+            ],
+            "containers": container(json!({
+                "env": [
+                    { "name": "A", "value": "k" },
+                    { "name": "B", "valueFrom": { "secretKeyRef": { "name": "other", "key": "k" } } },
+                    { "name": "C", "valueFrom": { "configMapKeyRef": { "name": "k", "key": "k" } } },
+                ],
+                "envFrom": [
+                    { "secretRef": { "name": "other" } },
+                    { "configMapRef": { "name": "k" } },
+                ],
+                "volumeMounts": [{ "name": "k", "mountPath": "/k" }],
+            })),
+            "initContainers": container(json!({ "envFrom": [{ "secretRef": { "name": "k-2" } }] })),
+            "imagePullSecrets": [{ "name": "k" }],
+        }));
+        assert!(!uses_secret(&other, "k"));
+        assert!(uses_secret(&other, "other"));
+        assert!(!uses_secret(&pod(json!({})), "k"), "no reference at all");
+    }
+
+    #[test]
+    fn a_workload_without_a_pod_spec_uses_nothing() {
+        let bare: Deployment =
+            serde_json::from_value(json!({ "metadata": { "name": "web" } })).expect("a Deployment");
+        assert!(bare.pod_spec().is_none());
+        let full: StatefulSet = serde_json::from_value(json!({
+            "metadata": { "name": "db" },
+            "spec": {
+                "selector": {},
+                "template": { "spec": {
+                    "containers": [{ "name": "app" }],
+                    "volumes": [{ "name": "key", "secret": { "secretName": "k" } }],
+                } },
+            },
+        }))
+        .expect("a StatefulSet");
+        assert!(full.pod_spec().is_some_and(|p| uses_secret(p, "k")));
     }
 
     #[test]
@@ -824,6 +1084,60 @@ mod tests {
     }
 
     #[test]
+    fn workloads_that_do_not_use_the_secret_are_named_before_missing_ones() {
+        let reports = [
+            report(WorkloadKind::Deployment, "web", TargetOutcome::Restarted),
+            report(WorkloadKind::StatefulSet, "db", TargetOutcome::NotFound),
+            report(
+                WorkloadKind::Deployment,
+                "other",
+                TargetOutcome::NotUsingSecret,
+            ),
+            report(
+                WorkloadKind::DaemonSet,
+                "agent",
+                TargetOutcome::NotUsingSecret,
+            ),
+        ];
+        let c = condition(&keyed(vec![]), &reports, 3, &time(100)).expect("a condition");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "SecretNotUsed")
+        );
+        assert_eq!(
+            c.message,
+            "Deployment/other, DaemonSet/agent are not restarted: the operator only restarts workloads whose pod template mounts or references Secret web (volume, projected volume, env or envFrom); looked at again every 5 minutes"
+        );
+        assert_eq!(recheck_after(&reports[2..3]), Some(RECHECK));
+
+        // the Secret's own name, and one workload
+        let mut k = keyed(vec![]);
+        k.spec.secret_name = Some("web-credentials".into());
+        let c = condition(&k, &reports[2..3], 3, &time(100)).expect("a condition");
+        assert_eq!(
+            c.message,
+            "Deployment/other is not restarted: the operator only restarts workloads whose pod template mounts or references Secret web-credentials (volume, projected volume, env or envFrom); looked at again every 5 minutes"
+        );
+
+        // forbidden and rejected come first
+        let mut worse = reports.to_vec();
+        worse.push(report(
+            WorkloadKind::Deployment,
+            "api",
+            TargetOutcome::Rejected("denied".into()),
+        ));
+        let c = condition(&keyed(vec![]), &worse, 3, &time(100)).expect("a condition");
+        assert_eq!(c.reason, "Rejected");
+        worse.push(report(
+            WorkloadKind::Deployment,
+            "api",
+            TargetOutcome::Forbidden("no".into()),
+        ));
+        let c = condition(&keyed(vec![]), &worse, 3, &time(100)).expect("a condition");
+        assert_eq!(c.reason, "Forbidden");
+    }
+
+    #[test]
     fn forbidden_wins_and_says_how_to_grant_or_what_to_use_instead() {
         let said = "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:apikey-system:apikey-operator\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"ns\"";
         let reports = [
@@ -911,9 +1225,30 @@ mod tests {
     const DAEMONSET: &str = "/apis/apps/v1/namespaces/ns/daemonsets/agent";
     const ANNOTATION: &str = "restarted.apikey.dev/web";
 
-    /// A workload's metadata as the API server returns it: `kind` `name`, created at `created`
-    /// seconds, at resourceVersion `rv`, with the key's annotation `recorded` if any.
+    /// A workload as the API server returns it: `kind` `name`, created at `created` seconds, at
+    /// resourceVersion `rv`, with the key's annotation `recorded` if any, and a pod template that
+    /// mounts the key's Secret `web`.
     fn workload(kind: &str, name: &str, created: i64, rv: &str, recorded: Option<&str>) -> Value {
+        let pods = json!({
+            "containers": [{
+                "name": "app",
+                "image": "app",
+                "volumeMounts": [{ "name": "key", "mountPath": "/var/run/apikey" }],
+            }],
+            "volumes": [{ "name": "key", "secret": { "secretName": "web" } }],
+        });
+        workload_running(kind, name, created, rv, recorded, pods)
+    }
+
+    /// [`workload`] with pod template spec `pods`.
+    fn workload_running(
+        kind: &str,
+        name: &str,
+        created: i64,
+        rv: &str,
+        recorded: Option<&str>,
+        pods: Value,
+    ) -> Value {
         let mut meta = json!({
             "name": name,
             "namespace": "ns",
@@ -925,7 +1260,18 @@ mod tests {
         if let Some(value) = recorded {
             meta["annotations"][ANNOTATION] = value.into();
         }
-        json!({ "apiVersion": "apps/v1", "kind": kind, "metadata": meta })
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": meta,
+            "spec": {
+                "selector": { "matchLabels": { "app": name } },
+                "template": {
+                    "metadata": { "labels": { "app": name } },
+                    "spec": pods,
+                },
+            },
+        })
     }
 
     /// `restart_targets` for `key` at generation `generation` (secret generated at 100 s) on a
@@ -1192,6 +1538,75 @@ mod tests {
                 TargetOutcome::NotFound,
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_workload_whose_template_does_not_use_the_secret_is_left_alone() {
+        let k = keyed(vec![
+            target(WorkloadKind::Deployment, "web"),
+            target(WorkloadKind::StatefulSet, "db"),
+        ]);
+        let (running, mut server) = start(&k, 3);
+        // another Secret, and the key's name only on a ConfigMap: recorded at an older
+        // generation and created long before the secret, it would be restarted if it used it
+        server.expect(Method::GET, DEPLOYMENT).await.ok(&workload_running(
+            "Deployment",
+            "web",
+            10,
+            "41",
+            Some("2/uid-web"),
+            json!({
+                "containers": [{
+                    "name": "app",
+                    "image": "app",
+                    "envFrom": [{ "secretRef": { "name": "other" } }, { "configMapRef": { "name": "web" } }],
+                }],
+                "volumes": [{ "name": "key", "secret": { "secretName": "other" } }],
+            }),
+        ));
+        // no PATCH: the next call is the next workload's read
+        server.expect(Method::GET, STATEFULSET).await.ok(&workload(
+            "StatefulSet",
+            "db",
+            10,
+            "9",
+            Some("3/uid-web"),
+        ));
+        let reports = finished(running, server).await.expect("no error");
+        assert_eq!(
+            outcomes(&reports),
+            vec![TargetOutcome::NotUsingSecret, TargetOutcome::UpToDate]
+        );
+        let c = condition(&k, &reports, 3, &time(200)).expect("a condition");
+        assert_eq!(c.reason, REASON_SECRET_NOT_USED);
+        assert!(
+            c.message.starts_with("Deployment/web is not restarted"),
+            "{}",
+            c.message
+        );
+    }
+
+    #[tokio::test]
+    async fn a_workload_recorded_at_a_later_generation_is_restarted_in_one_patch() {
+        // the key was adopted again at generation 1 after the operator's record key was lost
+        let k = keyed(vec![target(WorkloadKind::Deployment, "web")]);
+        let (running, mut server) = start(&k, 1);
+        server.expect(Method::GET, DEPLOYMENT).await.ok(&workload(
+            "Deployment",
+            "web",
+            10,
+            "41",
+            Some("5/uid-web"),
+        ));
+        let patch = server.expect(Method::PATCH, PATCH_DEPLOYMENT).await;
+        assert_eq!(
+            patch.body["spec"]["template"]["metadata"]["annotations"][ANNOTATION],
+            "1/uid-web"
+        );
+        assert_eq!(patch.body["metadata"]["resourceVersion"], "41");
+        patch.ok(&workload("Deployment", "web", 10, "42", Some("1/uid-web")));
+        let reports = finished(running, server).await.expect("no error");
+        assert_eq!(outcomes(&reports), vec![TargetOutcome::Restarted]);
     }
 
     #[tokio::test]

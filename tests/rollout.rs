@@ -1,8 +1,9 @@
 //! Rollout restarts of the workloads that use a key (`spec.rolloutRestart`), end to end against
 //! the local control plane: one pod-template change per new client secret per workload, also
 //! when the operator is killed between the Secret's write and the restart; a workload that is
-//! missing or may not be patched is a condition, not a failing loop; deploy/rollout-restart/
-//! grants exactly the rights the feature needs.
+//! missing, may not be patched or does not use the key's Secret is a condition, not a failing
+//! loop, and the last is never restarted; deploy/rollout-restart/ grants exactly the rights the
+//! feature needs.
 //!
 //! The local control plane has no node and runs no workload controllers, so no pod runs; what a
 //! rollout restart is, a change of the pod template, is counted on a watch of the workload.
@@ -243,8 +244,10 @@ fn a_missing_or_forbidden_workload_is_a_condition_not_a_loop_and_the_restart_com
             token.trim()
         ),
     );
-    ns.apply(&deployment("web", "k"));
+    // `other` mounts another Secret: named in the list at the end, it is never restarted
+    ns.apply(&(deployment("web", "k") + &deployment("other", "elsewhere")));
     let web = Templates::watch(&ns, "deployment/web");
+    let other = Templates::watch(&ns, "deployment/other");
     let mut op = Operator::start_as(&ns.name, &config);
     ns.apply(&key_restarting(
         "k",
@@ -320,6 +323,28 @@ fn a_missing_or_forbidden_workload_is_a_condition_not_a_loop_and_the_restart_com
     let version = ns.jsonpath("apikey/k", "{.metadata.resourceVersion}");
     op.wait_reconciled(mark, "k", &version);
     web.assert_seen(2, "and only once");
+
+    // a workload whose pods do not use Secret k, named in the list: created before the current
+    // secret, it would be restarted if they did; it is left alone, and the condition names it
+    ns.apply(&key_restarting(
+        "k",
+        &["Deployment/web", "Deployment/absent", "Deployment/other"],
+    ));
+    wait_rollout_reason(&ns, "k", "SecretNotUsed");
+    let (status, _, message) = rollout_condition(&ns, "k");
+    assert_eq!(status, "False");
+    for part in ["Deployment/other", "Secret k"] {
+        assert!(message.contains(part), "{part} in: {message}");
+    }
+    assert!(!message.contains("Deployment/web"), "{message}");
+    assert_eq!(
+        restart_annotations(&ns, "deployment/other", "k"),
+        (String::new(), String::new()),
+        "nothing written to it"
+    );
+    other.assert_seen(1, "does not use the key's Secret: never restarted");
+    web.assert_seen(2, "nothing more");
+    absent.assert_seen(1, "nothing more");
     assert_eq!(op.metric_total("apikey_reconcile_failures_total"), 0.0);
 }
 
