@@ -347,3 +347,72 @@ fn kubectl_explain_describes_the_rotation_fields() {
         assert!(text.contains(says), "kubectl explain {field}: {text}");
     }
 }
+
+#[test]
+fn a_previous_secret_written_into_the_secret_by_hand_is_repaired_once_and_never_accepted() {
+    install_crd();
+    let ns = TempNamespace::new("grace-forged");
+    let op = Operator::start(&ns.name);
+    let ts = TokenServer::start_without_budgets(&ns.name);
+    ns.apply(&key_with_grace("k", "", "10m"));
+    wait_ready(&ns, &["k"]);
+    let (id, first) = credentials(&ns, "k");
+    // someone who may edit the Secret, not the operator's record key, tries to have a secret of
+    // their own accepted as the previous one (kubectl is another field manager than the operator)
+    let forged = apikey_operator::credentials::generate_client_secret().expect("csprng");
+    let forged_hash = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(
+            apikey_operator::hashing::Hasher::new(
+                apikey_operator::hashing::HashParams::default(),
+                1,
+            )
+            .expect("hasher")
+            .hash(forged.clone()),
+        )
+        .expect("hash");
+    ns.ok(&[
+        "annotate",
+        "secret",
+        "k",
+        &format!("apikey.dev/previous-secret-hash={forged_hash}"),
+        "apikey.dev/previous-generation=1",
+        "apikey.dev/previous-expires-at=2099-01-01T00:00:00Z",
+        "--overwrite",
+    ]);
+    // the seal breaks: the key is repaired once (a new secret, no grace), and the operator's
+    // write takes the annotations over, so the repair does not repeat
+    let (_, repaired) = eventually("the repair", Duration::from_secs(60), || {
+        let now = credentials(&ns, "k");
+        (now.1 != first).then_some(now)
+    });
+    assert_consistent(&ns, "k", "k");
+    assert_eq!(
+        ns.jsonpath(
+            "secret/k",
+            "{.metadata.annotations.apikey\\.dev/previous-secret-hash}"
+        ),
+        ""
+    );
+    assert_eq!(status(&ns, "k", "previousSecretHash"), "");
+    let mark = op.mark();
+    ns.ok(&["label", "apikey", "k", "look=again"]);
+    let version = ns.jsonpath("apikey/k", "{.metadata.resourceVersion}");
+    op.wait_reconciled(mark, "k", &version);
+    assert_eq!(
+        credentials(&ns, "k").1,
+        repaired,
+        "repaired once, not in a loop"
+    );
+    assert_eq!(
+        op.metric("apikey_keys_issued_total", "reason", "repaired_altered"),
+        1.0
+    );
+    assert_eq!(ts.token_basic(&id, forged.expose()).status, 401);
+    assert_eq!(
+        ts.token_basic(&id, &first).status,
+        401,
+        "a repair gives no grace"
+    );
+    assert_eq!(ts.token_basic(&id, &repaired).status, 200);
+}
