@@ -75,7 +75,9 @@ pub struct ApiKeySpec {
     /// server refuses it, its access tokens are no longer active, its status publishes no hash, and
     /// it reports Ready=False with reason Expired. Its Secret stays until the ApiKey is deleted;
     /// moving the time later (or removing it) makes the key work again with the same secret.
+    /// Before the year 3000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self < timestamp('3000-01-01T00:00:00Z')").message("spec.expiresAt must be before the year 3000"))]
     pub expires_at: Option<Time>,
 
     /// Workloads in the ApiKey's namespace that use its Secret (their pod template mounts it or
@@ -91,7 +93,9 @@ pub struct ApiKeySpec {
 
 /// Pattern of the durations of `spec.rotation`: whole hours, minutes and seconds, as Go's
 /// `time.ParseDuration` and CEL's `duration()` read them (`90s`, `10m`, `1h30m`, `720h`).
-pub const DURATION_PATTERN: &str = r"^([0-9]{1,7}h)?([0-9]{1,9}m)?([0-9]{1,11}s)?$";
+/// At most six digits of hours, seven of minutes and nine of seconds: their sum stays within
+/// what `duration()` reads (about 2.5 million hours).
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,6}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$";
 
 /// How a key's client secret is rotated.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -108,7 +112,7 @@ pub struct RotationPolicy {
     /// deleted or altered by someone else) give no grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(min = 2, max = 32))]
-    #[x_kube(validation = Rule::new("duration(self) <= duration('720h')").message("spec.rotation.gracePeriod must be at most 720h (30 days)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]{1,6}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') || duration(self) <= duration('720h')").message("spec.rotation.gracePeriod must be at most 720h (30 days)"))]
     pub grace_period: Option<String>,
 
     /// Rotate the client secret once it is older than this duration (`24h`, `720h`, `2160h`; at
@@ -120,7 +124,7 @@ pub struct RotationPolicy {
     /// the minimum, and the Ready condition's message says so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(min = 2, max = 32))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1s') && duration(self) <= duration('87600h')").message("spec.rotation.interval must be between 1s and 87600h (10 years)"))]
+    #[x_kube(validation = Rule::new("!self.matches('^([0-9]{1,6}h)?([0-9]{1,7}m)?([0-9]{1,9}s)?$') || (duration(self) >= duration('1s') && duration(self) <= duration('87600h'))").message("spec.rotation.interval must be between 1s and 87600h (10 years)"))]
     pub interval: Option<String>,
 }
 

@@ -645,6 +645,20 @@ fn the_schema_refuses_bad_durations_times_and_rollout_targets() {
         &["spec.rotation.gracePeriod must be at most 720h"],
     );
     refused("expiresAt: next-tuesday", &["spec.expiresAt", "date-time"]);
+    // a time past what the operator and the token server can read would break their watches
+    refused(
+        "expiresAt: \"9999-12-31T00:00:00Z\"",
+        &["spec.expiresAt must be before the year 3000"],
+    );
+    // a malformed duration gets the pattern's message alone, and one too long for duration() too
+    for bad in ["rotation: {interval: 1d}", "rotation: {interval: 9999999h}"] {
+        let err = ns.fails(
+            &["apply", "-f", "-"],
+            Some(&key_yaml_with("bad", "bea", &[bad])),
+        );
+        assert!(err.contains("should match"), "{bad}: {err}");
+        assert!(!err.contains("type conversion error"), "{bad}: {err}");
+    }
     refused(
         "rolloutRestart: [{kind: Deployment, name: web, namespace: other}]",
         &[r#"unknown field "spec.rolloutRestart[0].namespace""#],
