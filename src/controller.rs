@@ -1192,8 +1192,12 @@ struct Adoption {
 }
 
 /// Seals a record the operator cannot judge (a release before seals, or a lost record key) whose
-/// credentials are the ones the status published (see [`adoptable`]), keeping them: the client secret is hashed again, so that the hash published is
-/// one the operator computed, and nothing else changes for the key's clients.
+/// credentials are the ones the status published (see [`adoptable`]), keeping them: the client
+/// secret is hashed again, so that the hash published is one the operator computed, and nothing
+/// else changes for the key's clients: the secret generation the status published is kept (so
+/// tokens issued under it stay active and no workload is restarted; `generation` when it
+/// published none), and so is a previous secret in its grace period, if the status published
+/// exactly the one the record holds.
 async fn adopt(
     key: &ApiKey,
     ctx: &Context,
@@ -1209,6 +1213,17 @@ async fn adopt(
     let Some(client_id) = found.client_id.clone() else {
         return Ok(Written::Stale);
     };
+    let status = key.status.clone().unwrap_or_default();
+    let generation = status
+        .secret_generation
+        .and_then(|g| u64::try_from(g).ok())
+        .filter(|g| *g >= 1)
+        .unwrap_or(generation);
+    let previous = found.previous.clone().filter(|p| {
+        status.previous_secret_hash.as_deref() == Some(p.hash.as_str())
+            && status.previous_secret_generation == i64::try_from(p.generation).ok()
+            && status.previous_secret_expires_at.as_ref().map(|Time(t)| *t) == Some(p.until)
+    });
     let hash = ctx.hasher.hash(client_secret.clone()).await?;
     let creds = Credentials {
         client_id,
@@ -1218,7 +1233,7 @@ async fn adopt(
         rotated_at: found.rotated_at.clone().unwrap_or_else(|| now.clone()),
         reason: ADOPTED,
         generation,
-        previous: None,
+        previous,
     };
     let written = write_secret(key, ctx, secrets, &creds, replaces).await?;
     if let Written::Done(_) = &written {

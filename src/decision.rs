@@ -168,8 +168,9 @@ pub enum Plan {
     Adopt {
         /// `resourceVersion` of the Secret, the precondition of the write.
         replaces: Option<String>,
-        /// The generation the sealed record gets: one more than the status published under the
-        /// operator's seal (which, for a key to be adopted, is none: 1).
+        /// The generation the sealed record gets if the status publishes none: one more than the
+        /// status published under the operator's seal (which, for a key to be adopted, is none:
+        /// 1). The reconciler keeps the status's own once the record is adoptable.
         generation: u64,
     },
     /// The Secret is the key's own and sealed, but lost the operator's managed-by label (so the

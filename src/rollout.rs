@@ -580,7 +580,9 @@ pub fn condition(
     let unrelated = named(|o| matches!(o, TargetOutcome::NotUsingSecret));
     let missing = named(|o| matches!(o, TargetOutcome::NotFound));
     let recheck = RECHECK.as_secs() / 60;
-    let (status, reason, message) = if let Some(first) = forbidden.first() {
+    // every problem is told, the gravest first; it names the reason
+    let mut problems: Vec<(&str, String)> = Vec::new();
+    if let Some(first) = forbidden.first() {
         let resources: BTreeSet<&str> = forbidden
             .iter()
             .map(|r| resource_name(r.target.kind))
@@ -591,44 +593,52 @@ pub fn condition(
             TargetOutcome::Forbidden(m) => m.as_str(),
             _ => "",
         };
-        (
-            "False",
+        problems.push((
             REASON_FORBIDDEN,
             format!(
-                "the operator may not get or patch {resources} in namespace {namespace}, so {them} {are} not restarted after new client secrets: grant it the rights of deploy/rollout-restart/ (a Role in this namespace for a namespaced install), or annotate the workload with {RELOADER_ANNOTATION}: {secret} for Stakater Reloader instead; looked at again every {recheck} minutes (the API server said: {said})",
+                "the operator may not get or patch {resources} in namespace {namespace}, so {them} {are} not restarted after new client secrets: grant it the rights of deploy/rollout-restart/ (a Role in this namespace for a namespaced install), or annotate the workload with {RELOADER_ANNOTATION}: {secret} for Stakater Reloader instead (the API server said: {said})",
                 secret = key.secret_name(),
             ),
-        )
-    } else if let Some(first) = rejected.first() {
+        ));
+    }
+    if let Some(first) = rejected.first() {
         let (them, _) = subject(&rejected);
         let said = match &first.outcome {
             TargetOutcome::Rejected(m) => m.as_str(),
             _ => "",
         };
-        (
-            "False",
+        problems.push((
             REASON_REJECTED,
             format!(
-                "the API server refused the rollout restart of {them} for client secret generation {generation}: {said}; tried again every {recheck} minutes"
+                "the API server refused the rollout restart of {them} for client secret generation {generation}: {said}"
             ),
-        )
-    } else if !unrelated.is_empty() {
+        ));
+    }
+    if !unrelated.is_empty() {
         let (them, are) = subject(&unrelated);
-        (
-            "False",
+        problems.push((
             REASON_SECRET_NOT_USED,
             format!(
-                "{them} {are} not restarted: the operator only restarts workloads whose pod template mounts or references Secret {secret} (volume, projected volume, env or envFrom); looked at again every {recheck} minutes",
+                "{them} {are} not restarted: the operator only restarts workloads whose pod template mounts or references Secret {secret} (volume, projected volume, env or envFrom)",
                 secret = key.secret_name(),
             ),
-        )
-    } else if !missing.is_empty() {
+        ));
+    }
+    if !missing.is_empty() {
         let (them, _) = subject(&missing);
+        problems.push((
+            REASON_TARGET_NOT_FOUND,
+            format!("{them} not found in namespace {namespace}"),
+        ));
+    }
+    let (status, reason, message) = if let Some((reason, _)) = problems.first() {
+        let told: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
         (
             "False",
-            REASON_TARGET_NOT_FOUND,
+            *reason,
             format!(
-                "{them} not found in namespace {namespace}; looked for again every {recheck} minutes"
+                "{}; looked at again every {recheck} minutes",
+                told.join("; and ")
             ),
         )
     } else {
@@ -1075,7 +1085,7 @@ mod tests {
         );
         assert_eq!(
             c.message,
-            "StatefulSet/db, DaemonSet/agent not found in namespace ns; looked for again every 5 minutes"
+            "StatefulSet/db, DaemonSet/agent not found in namespace ns; looked at again every 5 minutes"
         );
         assert_eq!(recheck_after(&reports), Some(RECHECK));
         // unchanged: the transition time stays
@@ -1084,7 +1094,7 @@ mod tests {
     }
 
     #[test]
-    fn workloads_that_do_not_use_the_secret_are_named_before_missing_ones() {
+    fn workloads_that_do_not_use_the_secret_are_named_before_missing_ones_and_both_told() {
         let reports = [
             report(WorkloadKind::Deployment, "web", TargetOutcome::Restarted),
             report(WorkloadKind::StatefulSet, "db", TargetOutcome::NotFound),
@@ -1106,7 +1116,7 @@ mod tests {
         );
         assert_eq!(
             c.message,
-            "Deployment/other, DaemonSet/agent are not restarted: the operator only restarts workloads whose pod template mounts or references Secret web (volume, projected volume, env or envFrom); looked at again every 5 minutes"
+            "Deployment/other, DaemonSet/agent are not restarted: the operator only restarts workloads whose pod template mounts or references Secret web (volume, projected volume, env or envFrom); and StatefulSet/db not found in namespace ns; looked at again every 5 minutes"
         );
         assert_eq!(recheck_after(&reports[2..3]), Some(RECHECK));
 
@@ -1176,7 +1186,14 @@ mod tests {
                 c.message
             );
         }
-        assert!(!c.message.contains("StatefulSet/db"), "{}", c.message);
+        // the lesser problems are told too, after it
+        assert!(
+            c.message
+                .contains("; and the API server refused the rollout restart of DaemonSet/agent")
+                && c.message.contains("; and StatefulSet/db not found"),
+            "{}",
+            c.message
+        );
         assert_eq!(recheck_after(&reports), Some(RECHECK));
 
         // rejected before not found

@@ -138,7 +138,10 @@ pub fn desired(
     let previous = served.and_then(|m| {
         let previous = m.previous.as_ref()?;
         let mut until = policy.previous_until(previous, rotated_at, now.0)?;
-        let shows_current = current.secret_hash.is_some() && current.secret_hash == m.hash;
+        // the status has published this very secret (its generation), Ready or not
+        let shows_current = current
+            .secret_generation
+            .is_some_and(|g| u64::try_from(g).ok() == Some(m.generation));
         match (
             &current.previous_secret_hash,
             &current.previous_secret_expires_at,
@@ -335,6 +338,26 @@ mod tests {
         assert_eq!(k.status.as_ref().unwrap().previous_secret_hash, None);
         let restored = desired(&k, &Outcome::Ready(&m), &at(50), record_key(), &grace(3600));
         assert_eq!(restored.previous_secret_hash, None);
+
+        // nor after the key was not Ready for a while (expired, then moved later)
+        let mut k = key("web", "alice", 1);
+        k.status = Some(desired(
+            &k,
+            &Outcome::Ready(&m),
+            &at(10),
+            record_key(),
+            &grace(3600),
+        ));
+        assert!(k.status.as_ref().unwrap().previous_secret_hash.is_some());
+        k.status = Some(desired(
+            &k,
+            &Outcome::Expired(&m),
+            &at(20),
+            record_key(),
+            &grace(3600),
+        ));
+        let back = desired(&k, &Outcome::Ready(&m), &at(30), record_key(), &grace(3600));
+        assert_eq!(back.previous_secret_hash, None, "revoked stays revoked");
     }
 
     #[test]

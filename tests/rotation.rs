@@ -416,3 +416,62 @@ fn a_previous_secret_written_into_the_secret_by_hand_is_repaired_once_and_never_
     );
     assert_eq!(ts.token_basic(&id, &repaired).status, 200);
 }
+
+#[test]
+fn a_lost_record_key_keeps_the_generation_and_the_grace_period_under_way() {
+    install_crd();
+    let ns = TempNamespace::new("grace-lost-key");
+    let mut op = Operator::start(&ns.name);
+    let ts = TokenServer::start_without_budgets(&ns.name);
+    ns.apply(&key_with_grace("k", "", "10m"));
+    wait_ready(&ns, &["k"]);
+    let (id, first) = credentials(&ns, "k");
+    regenerate(&ns, "k", "1");
+    wait_handled(&ns, "k", "1");
+    let (_, second) = credentials(&ns, "k");
+    eventually(
+        "the previous secret published",
+        Duration::from_secs(30),
+        || (status(&ns, "k", "previousSecretGeneration") == "1").then_some(()),
+    );
+    let until = status(&ns, "k", "previousSecretExpiresAt");
+
+    // the operator's record key is lost: every record is re-sealed without rotation
+    ns.ok(&["delete", "secret", "apikey-operator-record-key"]);
+    op.restart();
+    eventually("the record re-sealed", Duration::from_secs(60), || {
+        let reason = ns.jsonpath(
+            "secret/k",
+            "{.metadata.annotations.apikey\\.dev/rotation-reason}",
+        );
+        (reason == "adopted").then_some(())
+    });
+    assert_consistent(&ns, "k", "k");
+    assert_eq!(credentials(&ns, "k").1, second, "no new secret");
+    eventually("the status sealed again", Duration::from_secs(30), || {
+        (status(&ns, "k", "secretGeneration") == "2").then_some(())
+    });
+    assert_eq!(status(&ns, "k", "previousSecretGeneration"), "1");
+    assert_eq!(status(&ns, "k", "previousSecretExpiresAt"), until);
+    assert!(hashing::verify(
+        &first,
+        &status(&ns, "k", "previousSecretHash")
+    ));
+    assert_eq!(
+        op.metric("apikey_grace_periods_ended_total", "", ""),
+        0.0,
+        "no grace period ended"
+    );
+    // both secrets still work, and tokens name the same generation (so those issued before stay
+    // active)
+    eventually(
+        "the token server to see the re-sealed key",
+        Duration::from_secs(30),
+        || {
+            let (_, claims) = decode_jwt(&ts.access_token(&id, &second));
+            (claims["apikey"]["generation"] == 2).then_some(())
+        },
+    );
+    assert_eq!(ts.token_basic(&id, &first).status, 200, "previous");
+    assert_eq!(ts.token_basic(&id, &second).status, 200, "current");
+}
