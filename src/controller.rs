@@ -929,22 +929,14 @@ fn rollout_retrying(key: &ApiKey, generation: u64, error: &Error, now: &Time) ->
         "could not restart the workloads for client secret generation {generation} yet ({error}); retrying every {} s",
         ROLLOUT_RETRY.as_secs()
     );
-    let previous = key.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == crate::crd::ROLLOUT_RESTART_CONDITION)
-    });
-    let last_transition_time = previous
-        .filter(|c| c.status == "False" && c.reason == "Retrying" && c.message == message)
-        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
-    Condition {
-        type_: crate::crd::ROLLOUT_RESTART_CONDITION.into(),
-        status: "False".into(),
-        reason: "Retrying".into(),
+    status::condition(
+        key,
+        crate::crd::ROLLOUT_RESTART_CONDITION,
+        false,
+        "Retrying",
         message,
-        last_transition_time,
-        observed_generation: key.metadata.generation,
-    }
+        now,
+    )
 }
 
 /// [`finish_with`] for outcomes without a Secret of the key's to serve: the RolloutRestart
@@ -957,13 +949,7 @@ async fn finish(
     finishing: &Finishing<'_>,
 ) -> Result<(Action, &'static str)> {
     let kept = key
-        .status
-        .as_ref()
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == crate::crd::ROLLOUT_RESTART_CONDITION)
-        })
+        .condition(crate::crd::ROLLOUT_RESTART_CONDITION)
         .filter(|_| !key.spec.rollout_restart.is_empty())
         .cloned();
     finish_with(key, ctx, outcome, recheck, kept, finishing).await

@@ -246,8 +246,13 @@ impl ApiKey {
 
     /// The `Ready` condition of the status, if any.
     pub fn ready_condition(&self) -> Option<&Condition> {
+        self.condition(READY_CONDITION)
+    }
+
+    /// The condition of `type_` in the status, if any.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.status
             .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY_CONDITION))
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
     }
 }

@@ -634,7 +634,7 @@ pub fn condition(
     let (status, reason, message) = if let Some((reason, _)) = problems.first() {
         let told: Vec<&str> = problems.iter().map(|(_, m)| m.as_str()).collect();
         (
-            "False",
+            false,
             *reason,
             format!(
                 "{}; looked at again every {recheck} minutes",
@@ -650,30 +650,21 @@ pub fn condition(
             format!("{} workloads", all.len())
         };
         (
-            "True",
+            true,
             REASON_RESTARTED,
             format!(
                 "{count} {are} restarted for client secret generation {generation} or started after it: {them}"
             ),
         )
     };
-    let previous = key.status.as_ref().and_then(|s| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == ROLLOUT_RESTART_CONDITION)
-    });
-    let last_transition_time = previous
-        .filter(|c| c.status == status && c.reason == reason && c.message == message)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
-    Some(Condition {
-        type_: ROLLOUT_RESTART_CONDITION.into(),
-        status: status.into(),
-        reason: reason.into(),
+    Some(crate::status::condition(
+        key,
+        ROLLOUT_RESTART_CONDITION,
+        status,
+        reason,
         message,
-        last_transition_time,
-        observed_generation: key.metadata.generation,
-    })
+        now,
+    ))
 }
 
 /// `Deployment/web, StatefulSet/db` and the verb's number (`is`, `are`).

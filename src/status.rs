@@ -116,15 +116,7 @@ pub fn desired(
             (current.secret_generation, current.seal.clone())
         }
     };
-    let status = if ready { "True" } else { "False" };
-    let previous = current
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY_CONDITION);
-    let last_transition_time = previous
-        .filter(|c| c.status == status && c.reason == reason && c.message == message)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+    let ready = condition(key, READY_CONDITION, ready, reason, message, now);
     // Only a Ready key accepts its previous secret, and only until the end of its grace period;
     // only a Ready key has a next rotation.
     let served = match outcome {
@@ -168,14 +160,34 @@ pub fn desired(
         secret_hash: hash,
         last_rotated_at: rotated,
         observed_generation: generation,
-        conditions: vec![Condition {
-            type_: READY_CONDITION.into(),
-            status: status.into(),
-            reason: reason.into(),
-            message,
-            last_transition_time,
-            observed_generation: generation,
-        }],
+        conditions: vec![ready],
+    }
+}
+
+/// The condition of `type_` that `key` should have: `status` (true: `"True"`), `reason` and
+/// `message`, observed at the ApiKey's generation. It keeps the `lastTransitionTime` of the
+/// condition the status shows while status, reason and message are unchanged, else `now`: a
+/// reconcile that changes nothing produces exactly the current condition.
+pub fn condition(
+    key: &ApiKey,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let last_transition_time = key
+        .condition(type_)
+        .filter(|c| c.status == status && c.reason == reason && c.message == message)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: key.metadata.generation,
     }
 }
 

@@ -614,6 +614,7 @@ mod tests {
     use super::*;
     use crate::credentials::{generate_client_id, generate_client_secret};
     use crate::test_support::{cheap_hash, ready_apikey};
+    use crate::token::metrics::count;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;
     use kube::runtime::watcher;
@@ -711,14 +712,6 @@ mod tests {
         let (current_hash, previous_hash) =
             (cheap_hash(&current).await, cheap_hash(&previous).await);
         (current, current_hash, previous, previous_hash)
-    }
-
-    fn count(metrics: &TokenMetrics, series: &str) -> u64 {
-        metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0)
     }
 
     const VERIFIED: &str = "apikey_token_verification_duration_seconds_count";

@@ -139,3 +139,14 @@ impl TokenMetrics {
         out
     }
 }
+
+/// The value of the sample `series` (its name and labels as the text shows them) in `metrics`;
+/// 0 when absent. For the token server's unit tests.
+#[cfg(test)]
+pub(crate) fn count(metrics: &TokenMetrics, series: &str) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}

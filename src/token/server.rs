@@ -422,6 +422,7 @@ mod tests {
     use crate::test_support::{cheap_hash, ready_apikey};
     use crate::token::authenticator::AuthLimits;
     use crate::token::clock::Clock;
+    use crate::token::metrics::count;
     use crate::token::signing::{KeySet, SigningKey};
 
     const ISSUER: &str = "https://auth.example";
@@ -804,13 +805,5 @@ mod tests {
             ),
             1
         );
-    }
-
-    fn count(metrics: &TokenMetrics, series: &str) -> u64 {
-        metrics
-            .encode()
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0)
     }
 }
