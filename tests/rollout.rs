@@ -352,11 +352,7 @@ fn a_missing_or_forbidden_workload_is_a_condition_not_a_loop_and_the_restart_com
 fn deploy_rollout_restart_grants_get_and_patch_of_workloads_and_nothing_more() {
     install_crd();
     let sa = "system:serviceaccount:apikey-system:apikey-operator";
-    ok(&[
-        "apply",
-        "-k",
-        root().join("deploy").to_str().expect("utf-8"),
-    ]);
+    apply_deploy_without_workloads();
     let can = |verb: &str, resource: &str| {
         let out = run(
             &["auth", "can-i", verb, resource, "--as", sa, "-n", "default"],

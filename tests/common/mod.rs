@@ -222,12 +222,34 @@ pub fn service_account_kubeconfig() -> PathBuf {
         .clone()
 }
 
-/// A kubeconfig holding only the token of deploy/'s ServiceAccount `namespace/account` (deploy/
-/// applied first).
+/// Applies what deploy/ installs except its Deployments: namespaces, ServiceAccounts, RBAC,
+/// Services. On the local cluster's node (tests/cluster/up --node) the Deployments would start
+/// an operator for the whole cluster, which would reconcile every test's keys; tests/node.rs
+/// installs deploy/ whole, alone.
+pub fn apply_deploy_without_workloads() {
+    let rendered = ok(&[
+        "kustomize",
+        root().join("deploy").to_str().expect("utf-8 path"),
+    ]);
+    let docs: Vec<&str> = rendered.split("\n---\n").collect();
+    let kept: Vec<&str> = docs
+        .iter()
+        .copied()
+        .filter(|doc| !doc.lines().any(|l| l == "kind: Deployment"))
+        .collect();
+    assert_eq!(
+        docs.len() - kept.len(),
+        2,
+        "deploy/ has two Deployments to leave out"
+    );
+    ok_with(&["apply", "-f", "-"], Some(&kept.join("\n---\n")));
+}
+
+/// A kubeconfig holding only the token of deploy/'s ServiceAccount `namespace/account` (deploy/'s
+/// RBAC applied first, without its workloads).
 pub fn service_account_kubeconfig_for(namespace: &str, account: &str) -> PathBuf {
     install_crd();
-    let deploy = root().join("deploy");
-    ok(&["apply", "-k", deploy.to_str().expect("utf-8 path")]);
+    apply_deploy_without_workloads();
     let token = ok(&["-n", namespace, "create", "token", account, "--duration=2h"]);
     let (server, ca) = cluster_endpoint();
     let config = format!(
