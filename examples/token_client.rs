@@ -4,8 +4,10 @@
 //! prints what it got: the token type, its lifetime in seconds and its claims, never the token or
 //! the secret. Exits 1 on any failure, with the server's error code (RFC 6749 §5.2) if it sent one.
 //!
-//! It reads the files at every request, so a rotated secret is used as soon as the kubelet has
-//! updated the mounted Secret (README: "Rotate without an outage").
+//! It reads the files when it runs, so a rotated secret is used as soon as the kubelet has updated
+//! the mounted Secret (README: "Rotate without an outage"); a long-running client should read
+//! them again before each token request, not once at start. It sends the secret only over
+//! verified TLS (an `http://` URL is refused) and follows no redirect.
 //!
 //! Environment:
 //! - `APIKEY_TOKEN_URL`: the token endpoint, e.g.
@@ -45,6 +47,8 @@ fn run() -> Result<(), String> {
 
     let client = reqwest::blocking::Client::builder()
         .tls_backend_preconfigured(tls_config(&ca_file)?)
+        .https_only(true)
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| format!("HTTPS client: {e}"))?;

@@ -307,6 +307,69 @@ fn deploy_runs_two_ready_replicas_one_leader_and_the_other_takes_over_when_its_p
         "the new key has its Secret"
     );
 
+    // a leader that stops answering (its process frozen with SIGSTOP, as a hung process or a
+    // partitioned node would be) cannot renew: another replica takes the Lease once it expires and
+    // reconciles a new key within the lease duration plus a few seconds; thawed, the old leader
+    // finds the Lease gone and exits (the kubelet restarts it) instead of reconciling beside it.
+    // (A SIGKILL would not show this: the kubelet restarts the container within a second, and the
+    // new process, PID 1 of the same pod, has the same identity and carries on the Lease at once.)
+    let frozen_pod = eventually("the new leader's pod", Duration::from_secs(30), || {
+        let holder = lease_holder();
+        pods(OPERATOR_NS, "apikey-operator")
+            .into_iter()
+            .find(|p| is_ready(p) && holder.starts_with(name_of(p).as_str()))
+    });
+    let frozen_name = name_of(&frozen_pod);
+    let restarts = |name: &str| {
+        json(&["-n", OPERATOR_NS, "get", "pod", name])["status"]["containerStatuses"][0]["restartCount"]
+            .as_i64()
+            .expect("restartCount")
+    };
+    let restarts_before = restarts(&frozen_name);
+    let pid = container_pid(&frozen_pod).to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} the leader's process");
+    };
+    signal("-STOP");
+    let stopped = Instant::now();
+    ns.apply(&key_yaml("after-freeze", "olga", "", None, None));
+    let budget = LEASE_DURATION + Duration::from_secs(10);
+    let waited = run(
+        &[
+            "-n",
+            &ns.name,
+            "wait",
+            "--for=condition=Ready",
+            "apikey/after-freeze",
+            &format!("--timeout={}s", budget.as_secs()),
+        ],
+        None,
+    );
+    let took = stopped.elapsed();
+    let holder = lease_holder();
+    signal("-CONT");
+    assert!(
+        waited.status.success(),
+        "a new key reconciled within {budget:?} of the leader's freeze"
+    );
+    assert!(
+        !holder.starts_with(&frozen_name),
+        "another pod took the Lease from the frozen {frozen_name} ({holder})"
+    );
+    println!(
+        "freeze: {holder} took over and reconciled a new ApiKey {:.1} s after the leader's process was stopped",
+        took.as_secs_f64()
+    );
+    eventually(
+        "the thawed leader to exit and be restarted",
+        Duration::from_secs(60),
+        || (restarts(&frozen_name) > restarts_before).then_some(()),
+    );
+
     // and the Deployment is whole again
     eventually(
         "two Ready operator pods again",
@@ -555,7 +618,9 @@ spec:
     assert_eq!(claims["client_id"], client_id.as_str());
     assert_eq!(claims["apikey"]["namespace"], ns.name.as_str());
     assert_eq!(claims["apikey"]["name"], "shop");
-    // signed with a key the token server publishes (read through the API server's service proxy)
+    // The client verified the server's certificate for the issuer's name against the cluster's
+    // CA, so the token came from the token server; its kid names a key the server publishes (read
+    // through the API server's service proxy).
     let jwks: Value = serde_json::from_str(&ok(&[
         "get",
         "--raw",
