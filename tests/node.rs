@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::token::pki;
 use common::*;
 use serde_json::Value;
 
@@ -82,78 +81,20 @@ impl Drop for Deployed {
 }
 
 /// The Secret `apikey-token-server-tls` that deploy/token-server documents as the installer's to
-/// make: here a P-256 key and a certificate for the Service's name signed by the cluster's CA,
-/// so that pods trust it through the `kube-root-ca.crt` ConfigMap of their namespace.
+/// make (tests/cluster/token-server-tls: signed by the cluster's CA, so that pods trust it through
+/// the `kube-root-ca.crt` ConfigMap of their namespace).
 fn token_server_tls() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("node-tls");
-    std::fs::create_dir_all(&dir).expect("tls dir");
-    let host = ISSUER.trim_start_matches("https://");
-    let ext = dir.join("ext");
-    std::fs::write(
-        &ext,
-        format!("subjectAltName=DNS:{host}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .expect("ext");
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        "tls.key",
-        "-out",
-        "tls.csr",
-        "-subj",
-        "/CN=apikey-token-server",
-    ]);
-    let (ca_crt, ca_key) = (pki().join("ca.crt"), pki().join("ca.key"));
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "tls.csr",
-        "-CA",
-        &ca_crt.to_string_lossy(),
-        "-CAkey",
-        &ca_key.to_string_lossy(),
-        "-CAcreateserial",
-        "-out",
-        "tls.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "ext",
-    ]);
-    let secret = ok(&[
-        "-n",
-        TOKEN_NS,
-        "create",
-        "secret",
-        "tls",
-        "apikey-token-server-tls",
-        "--cert",
-        &dir.join("tls.crt").to_string_lossy(),
-        "--key",
-        &dir.join("tls.key").to_string_lossy(),
-        "--dry-run=client",
-        "-o",
-        "yaml",
-    ]);
-    ok_with(&["apply", "-f", "-"], Some(&secret));
+    let mut cmd = Command::new(root().join("tests/cluster/token-server-tls"));
+    cmd.env("APIKEY_CLUSTER_STATE", state_dir());
+    stdout_of(cmd);
+}
+
+/// The cluster's state folder (beside its kubeconfig), which tests/cluster's scripts read.
+fn state_dir() -> PathBuf {
+    kubeconfig()
+        .parent()
+        .expect("the state folder")
+        .to_path_buf()
 }
 
 fn json(args: &[&str]) -> Value {
@@ -388,21 +329,11 @@ fn container_pid(pod: &Value) -> u32 {
         .and_then(|id| id.strip_prefix("containerd://"))
         .expect("a containerd container id")
         .to_owned();
-    let state = kubeconfig()
-        .parent()
-        .expect("the state folder")
-        .to_path_buf();
-    let out = Command::new(root().join("tests/cluster/node"))
-        .args(["ctr", "tasks", "ls"])
-        .env("APIKEY_CLUSTER_STATE", &state)
-        .output()
-        .expect("tests/cluster/node ctr");
-    assert!(
-        out.status.success(),
-        "ctr tasks ls: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let mut ctr = Command::new(root().join("tests/cluster/node"));
+    ctr.args(["ctr", "tasks", "ls"])
+        .env("APIKEY_CLUSTER_STATE", state_dir());
+    let tasks = stdout_of(ctr);
+    tasks
         .lines()
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();

@@ -57,15 +57,7 @@ fn kubectl_with_token(token: &str, args: &[&str]) -> (bool, String) {
 
 /// The venv with authlib and PyJWT (tests/token/python-env makes it once).
 fn python() -> String {
-    let out = Command::new(root().join("tests/token/python-env"))
-        .output()
-        .expect("tests/token/python-env runs");
-    assert!(
-        out.status.success(),
-        "tests/token/python-env failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    stdout_of(Command::new(root().join("tests/token/python-env")))
         .lines()
         .last()
         .expect("the venv's python")

@@ -13,15 +13,7 @@ use common::*;
 
 /// The previous release's binary, built on first use.
 fn previous_release() -> PathBuf {
-    let out = Command::new(root().join("tests/previous-release/build"))
-        .output()
-        .expect("tests/previous-release/build runs");
-    assert!(
-        out.status.success(),
-        "building the previous release failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    PathBuf::from(stdout_of(Command::new(root().join("tests/previous-release/build"))).trim())
 }
 
 const KEYS: usize = 30;
