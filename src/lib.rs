@@ -5,7 +5,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
+pub mod console;
 pub mod controller;
 pub mod crd;
 pub mod credentials;
