@@ -21,6 +21,7 @@ pub mod leader;
 pub mod metrics;
 pub mod mirror;
 pub mod outage;
+pub mod plugin;
 pub mod record;
 pub mod rollout;
 pub mod rotation;

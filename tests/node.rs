@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -569,4 +569,35 @@ spec:
         "the token's kid {} is one of the JWKS's {kids:?}",
         got["kid"]
     );
+    // `kubectl apikey token` gets one the same way from the administrator's side, through the API
+    // server's service proxy, and prints its claims but neither the secret nor the token.
+    let bin = Path::new(env!("CARGO_BIN_EXE_kubectl-apikey"));
+    let path = format!(
+        "{}:{}",
+        bin.parent().expect("dir").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(kubectl_bin())
+        .args(["apikey", "token", "shop", "-n", &ns.name])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig())
+        .output()
+        .expect("kubectl apikey token runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "kubectl apikey token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, client_secret) = credentials(&ns, "shop");
+    assert!(
+        !stdout.contains(&client_secret),
+        "no client secret in the output"
+    );
+    let decoded: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(decoded["token_type"], "Bearer");
+    assert_eq!(decoded["claims"]["sub"], "shop-frontend");
+    assert_eq!(decoded["claims"]["client_id"], client_id.as_str());
+    assert_eq!(decoded["claims"]["iss"], ISSUER);
+    assert!(kids.contains(&&decoded["header"]["kid"]), "{decoded}");
 }

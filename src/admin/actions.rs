@@ -165,10 +165,10 @@ pub async fn current_regenerate_state(
 pub async fn is_gone(client: &Client, key: &ApiKey) -> Result<bool> {
     let (namespace, name) = key_name(key)?;
     let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
-    if let Some(current) = api.get_metadata_opt(name).await? {
-        if current.metadata.uid == key.metadata.uid {
-            return Ok(false);
-        }
+    if let Some(current) = api.get_metadata_opt(name).await?
+        && current.metadata.uid == key.metadata.uid
+    {
+        return Ok(false);
     }
     Ok(match secret_metadata(client, key).await? {
         Some(secret) => !controlled_by(&secret, key),

@@ -28,7 +28,7 @@ pub struct KeyRow {
     /// Status of the `Ready` condition: `True`, `False`, or `Unknown` before the operator has
     /// written one.
     pub ready: String,
-    /// Reason of the `Ready` condition (`Generated`, `DuplicateUser`, `Expired`, ...).
+    /// Reason of the `Ready` condition (`KeyReady`, `DuplicateUser`, `Expired`, ...).
     pub reason: Option<String>,
     /// Message of the `Ready` condition.
     pub message: Option<String>,
@@ -116,13 +116,13 @@ pub fn regenerate_state(
     secret: Option<&ObjectMeta>,
     request: &str,
 ) -> RegenerateState {
-    if let Some(meta) = secret.filter(|meta| controlled_by(meta, key)) {
-        if answers(annotation(meta, HANDLED_ANNOTATION), request) {
-            return RegenerateState::Rotated {
-                generation: annotation(meta, GENERATION_ANNOTATION).and_then(|g| g.parse().ok()),
-                rotated_at: annotation(meta, ROTATED_AT_ANNOTATION).map(str::to_owned),
-            };
-        }
+    if let Some(meta) = secret.filter(|meta| controlled_by(meta, key))
+        && answers(annotation(meta, HANDLED_ANNOTATION), request)
+    {
+        return RegenerateState::Rotated {
+            generation: annotation(meta, GENERATION_ANNOTATION).and_then(|g| g.parse().ok()),
+            rotated_at: annotation(meta, ROTATED_AT_ANNOTATION).map(str::to_owned),
+        };
     }
     match key.ready_condition() {
         Some(c) if c.status == "False" => RegenerateState::Failed {

@@ -1,0 +1,427 @@
+//! What each `kubectl apikey` command does: the API calls of [`crate::admin::actions`], the
+//! confirmation, the progress bar and the output of [`super::output`].
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use indicatif::{ProgressBar, ProgressStyle};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use tokio::time::Instant;
+
+use super::args::{
+    Bulk, Cli, Command, ConsoleArgs, CreateArgs, DeleteArgs, ListArgs, Output, RegenerateArgs,
+    TokenArgs,
+};
+use super::output::{self, Outcome};
+use crate::admin::actions::{self, Selection, api_message};
+use crate::admin::keys::{RegenerateState, controlled_by, new_request_value};
+use crate::crd::ApiKey;
+use crate::secret::{CLIENT_ID_KEY, CLIENT_SECRET_KEY};
+use crate::{Error, Result};
+
+/// How often a bulk command reads where the keys stand while it waits.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs `cli`. `Ok(true)`: everything asked was done; `Ok(false)`: some keys were not (the
+/// summary says which), exit code 1.
+pub async fn run(cli: Cli) -> Result<bool> {
+    let (client, namespace) = connect(&cli.target).await?;
+    match cli.command {
+        Command::Create(args) => create(&client, &namespace, args).await,
+        Command::List(args) => list(&client, &namespace, args).await,
+        Command::Regenerate(args) => regenerate(&client, &namespace, args).await,
+        Command::Delete(args) => delete(&client, &namespace, args).await,
+        Command::Token(args) => token(&client, &namespace, args).await,
+        Command::Console(args) => console(client, namespace, args).await,
+    }
+}
+
+/// A client for the kubeconfig, context and namespace the flags name, as kubectl picks them.
+async fn connect(target: &super::args::Target) -> Result<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: target.context.clone(),
+        ..Default::default()
+    };
+    let config = match &target.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                Error::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &options).await
+        }
+        None => Config::from_kubeconfig(&options).await,
+    }
+    .map_err(|e| Error::Config(format!("cannot load the kubeconfig: {e}")))?;
+    let namespace = target
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config)?, namespace))
+}
+
+async fn create(client: &Client, namespace: &str, args: CreateArgs) -> Result<bool> {
+    let labels: BTreeMap<String, String> = args.labels.into_iter().collect();
+    let key = actions::create(
+        client,
+        namespace,
+        &args.name,
+        &args.user,
+        args.secret_name.as_deref(),
+        labels,
+    )
+    .await
+    .map_err(refused)?;
+    println!(
+        "apikey.apikey.dev/{} created in namespace {namespace}: the operator writes Secret {} for user {:?}",
+        args.name,
+        key.secret_name(),
+        args.user
+    );
+    Ok(true)
+}
+
+async fn list(client: &Client, namespace: &str, args: ListArgs) -> Result<bool> {
+    let scope = (!args.all_namespaces).then_some(namespace);
+    let selection = args.selector.map_or(Selection::All, Selection::Selector);
+    let keys = actions::select(client, scope, &selection)
+        .await
+        .map_err(refused)?;
+    match args.output {
+        Output::Table if keys.is_empty() => match scope {
+            Some(ns) => eprintln!("No ApiKeys found in {ns} namespace."),
+            None => eprintln!("No ApiKeys found."),
+        },
+        Output::Table => print!(
+            "{}",
+            output::key_table(&keys, args.all_namespaces, Timestamp::now())
+        ),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&output::list_document(&keys)?)?
+        ),
+        Output::Yaml => print!(
+            "{}",
+            serde_yaml_ng::to_string(&output::list_document(&keys)?)
+                .map_err(|e| Error::Config(format!("cannot render YAML: {e}")))?
+        ),
+    }
+    Ok(true)
+}
+
+async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> Result<bool> {
+    let selection = if args.all {
+        Selection::All
+    } else if let Some(selector) = args.selector {
+        Selection::Selector(selector)
+    } else {
+        Selection::Names(args.names)
+    };
+    let Some(keys) = chosen(client, namespace, &selection, &args.bulk).await? else {
+        return Ok(true);
+    };
+    println!("{} get a new client secret:", these(keys.len()));
+    print!("{}", output::preview(&keys));
+    confirm(
+        &args.bulk,
+        &format!("Regenerate the client secret of {} ApiKeys?", keys.len()),
+    )?;
+
+    let value = new_request_value(Timestamp::now());
+    println!("apikey.dev/regenerate={value}");
+    let mut outcomes = Vec::with_capacity(keys.len());
+    let mut waiting = Vec::new();
+    for key in keys {
+        let before = key.status.as_ref().and_then(|s| s.secret_generation);
+        match actions::request_regenerate(client, &key, &value).await {
+            Ok(()) => waiting.push((key, before)),
+            Err(e) => outcomes.push((name_of(&key), Outcome::Refused(api_message(&e)))),
+        }
+    }
+    let bar = progress(waiting.len(), "rotated");
+    let deadline = Instant::now() + args.bulk.timeout;
+    let mut pending: Vec<(ApiKey, Option<i64>, RegenerateState)> = waiting
+        .into_iter()
+        .map(|(k, b)| (k, b, RegenerateState::Pending))
+        .collect();
+    loop {
+        for (key, _, state) in pending.iter_mut().filter(|(_, _, s)| !s.is_rotated()) {
+            *state = match actions::current_regenerate_state(client, key, &value).await {
+                Ok(s) => s,
+                Err(e) => RegenerateState::Failed {
+                    reason: "Unreadable".into(),
+                    message: api_message(&e),
+                },
+            };
+        }
+        let done = pending.iter().filter(|(_, _, s)| s.is_rotated()).count();
+        bar.set_position(done as u64);
+        let open = pending
+            .iter()
+            .filter(|(_, _, s)| *s == RegenerateState::Pending)
+            .count();
+        if open == 0 || Instant::now() >= deadline {
+            break;
+        }
+        bar.set_message(format!("{open} pending"));
+        tokio::time::sleep(POLL).await;
+    }
+    bar.finish_and_clear();
+    outcomes.extend(
+        pending
+            .into_iter()
+            .map(|(key, before, state)| (name_of(&key), Outcome::Regenerate { before, state })),
+    );
+    Ok(report(outcomes))
+}
+
+async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bool> {
+    let selection = match args.selector {
+        Some(selector) => Selection::Selector(selector),
+        None => Selection::Names(args.names),
+    };
+    let Some(keys) = chosen(client, namespace, &selection, &args.bulk).await? else {
+        return Ok(true);
+    };
+    println!(
+        "These {} ApiKeys are deleted, and their Secrets with them (the keys stop working):",
+        keys.len()
+    );
+    print!("{}", output::preview(&keys));
+    confirm(&args.bulk, &format!("Delete {}?", count(keys.len())))?;
+
+    let mut outcomes = Vec::with_capacity(keys.len());
+    let mut waiting = Vec::new();
+    for key in keys {
+        match actions::delete(client, &key).await {
+            Ok(()) => waiting.push((key, false)),
+            Err(e) => outcomes.push((name_of(&key), Outcome::Refused(api_message(&e)))),
+        }
+    }
+    let bar = progress(waiting.len(), "gone");
+    let deadline = Instant::now() + args.bulk.timeout;
+    loop {
+        for (key, gone) in waiting.iter_mut().filter(|(_, gone)| !*gone) {
+            // An error reading is not "gone": keep waiting until the deadline.
+            *gone = actions::is_gone(client, key).await.unwrap_or(false);
+        }
+        let done = waiting.iter().filter(|(_, gone)| *gone).count();
+        bar.set_position(done as u64);
+        if done == waiting.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    bar.finish_and_clear();
+    outcomes.extend(waiting.into_iter().map(|(key, gone)| {
+        (
+            name_of(&key),
+            if gone {
+                Outcome::Deleted
+            } else {
+                Outcome::NotGone
+            },
+        )
+    }));
+    Ok(report(outcomes))
+}
+
+/// Gets an access token through the API server's service proxy with `client_secret_post` (the
+/// API server drops the `Authorization` header of proxied requests, so `client_secret_basic`
+/// cannot pass it), and prints the token's type, lifetime (seconds), header and claims as one
+/// JSON object. The signature is not checked here: verifiers check it against the JWKS.
+async fn token(client: &Client, namespace: &str, args: TokenArgs) -> Result<bool> {
+    let (server_ns, service) = args
+        .token_server
+        .split_once('/')
+        .filter(|(ns, svc)| !ns.is_empty() && !svc.is_empty())
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "--token-server is NAMESPACE/NAME:PORT, not {:?}",
+                args.token_server
+            ))
+        })?;
+    let key = Api::<ApiKey>::namespaced(client.clone(), namespace)
+        .get(&args.name)
+        .await
+        .map_err(|e| refused(e.into()))?;
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get(&key.secret_name())
+        .await
+        .map_err(|e| refused(e.into()))?;
+    if !controlled_by(&secret.metadata, &key) {
+        return Err(Error::Config(format!(
+            "Secret {} is not ApiKey {}'s (no controller reference to it): not sending its contents",
+            key.secret_name(),
+            args.name
+        )));
+    }
+    let field = |name: &str| {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok())
+            .ok_or_else(|| Error::Config(format!("Secret {} has no {name}", key.secret_name())))
+    };
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    form.append_pair("client_id", &field(CLIENT_ID_KEY)?);
+    form.append_pair("client_secret", &field(CLIENT_SECRET_KEY)?);
+    if let Some(scope) = &args.scope {
+        form.append_pair("scope", scope);
+    }
+    let path =
+        format!("/api/v1/namespaces/{server_ns}/services/https:{service}/proxy/oauth2/token");
+    let request = http::Request::post(path)
+        .header(
+            http::header::CONTENT_TYPE,
+            crate::token::client_auth::FORM_CONTENT_TYPE,
+        )
+        .header(http::header::ACCEPT, "application/json")
+        .body(form.finish().into_bytes())
+        .map_err(|e| Error::Config(format!("cannot build the token request: {e}")))?;
+    let response: serde_json::Value = client.request(request).await.map_err(|e| {
+        Error::Config(format!(
+            "the token server ({}) refused or could not be reached: {}",
+            args.token_server,
+            api_message(&Error::Kube(e))
+        ))
+    })?;
+    let access_token = response["access_token"]
+        .as_str()
+        .ok_or_else(|| Error::Config("the token server's answer has no access_token".into()))?;
+    let part = |i: usize| -> Result<serde_json::Value> {
+        let encoded = access_token
+            .split('.')
+            .nth(i)
+            .ok_or_else(|| Error::Config("the access token is not a JWT".into()))?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| Error::Config("the access token is not a JWT".into()))?;
+        Ok(serde_json::from_slice(&bytes)?)
+    };
+    // The token is a bearer credential too: only what it says is printed, not the token.
+    let decoded = serde_json::json!({
+        "token_type": response["token_type"],
+        "expires_in": response["expires_in"],
+        "scope": response["scope"],
+        "header": part(0)?,
+        "claims": part(1)?,
+    });
+    println!("{}", serde_json::to_string_pretty(&decoded)?);
+    Ok(true)
+}
+
+async fn console(client: Client, namespace: String, args: ConsoleArgs) -> Result<bool> {
+    let options = crate::console::Options {
+        namespace: (!args.all_namespaces).then_some(namespace),
+        port: args.port,
+    };
+    crate::console::serve(client, options).await?;
+    Ok(true)
+}
+
+/// The keys of `selection`, or `None` (after saying so) when there are none.
+async fn chosen(
+    client: &Client,
+    namespace: &str,
+    selection: &Selection,
+    bulk: &Bulk,
+) -> Result<Option<Vec<ApiKey>>> {
+    let scope =
+        (!bulk.all_namespaces || matches!(selection, Selection::Names(_))).then_some(namespace);
+    let keys = actions::select(client, scope, selection)
+        .await
+        .map_err(refused)?;
+    if keys.is_empty() {
+        eprintln!("No ApiKeys match: nothing to do.");
+        return Ok(None);
+    }
+    Ok(Some(keys))
+}
+
+/// Asks `question` on the terminal unless `--yes`; refuses without a terminal to ask on.
+fn confirm(bulk: &Bulk, question: &str) -> Result<()> {
+    if bulk.yes {
+        return Ok(());
+    }
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::Config(
+            "refusing to ask for confirmation without a terminal: nothing was changed; pass --yes to go on without asking"
+                .into(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::Config("not confirmed: nothing was changed".into())),
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+fn progress(len: usize, done: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{{spinner}} {{pos}}/{{len}} {done} {{wide_bar}} {{msg}} {{elapsed}}"
+    )) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Prints the summary; whether every key succeeded.
+fn report(outcomes: Vec<((String, String), Outcome)>) -> bool {
+    let ok = outcomes.iter().filter(|(_, o)| o.succeeded()).count();
+    let total = outcomes.len();
+    let rows: Vec<(String, String, Outcome)> = outcomes
+        .into_iter()
+        .map(|((ns, name), o)| (ns, name, o))
+        .collect();
+    print!("{}", output::summary(&rows));
+    println!("{ok} of {total} done.");
+    ok == total
+}
+
+/// `1 ApiKey`, `3 ApiKeys`.
+fn count(n: usize) -> String {
+    if n == 1 {
+        "1 ApiKey".to_owned()
+    } else {
+        format!("{n} ApiKeys")
+    }
+}
+
+/// `This ApiKey will be`, `These 3 ApiKeys will be`... as the subject of what a command does.
+fn these(n: usize) -> String {
+    if n == 1 {
+        "This ApiKey will".to_owned()
+    } else {
+        format!("These {n} ApiKeys will")
+    }
+}
+
+fn name_of(key: &ApiKey) -> (String, String) {
+    (
+        key.metadata.namespace.clone().unwrap_or_default(),
+        key.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// An error as the user should read it: the API server's own message for a refused call.
+fn refused(e: Error) -> Error {
+    match e {
+        Error::Kube(_) => Error::Config(api_message(&e)),
+        other => other,
+    }
+}
