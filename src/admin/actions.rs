@@ -29,9 +29,10 @@ pub enum Selection {
     All,
 }
 
-/// The ApiKeys `selection` names in `namespace` (`None`: every namespace; names need one).
-/// Errors: a named key that does not exist (`apikeys.apikey.dev "x" not found`), a selector the
-/// API server refuses, or a list the caller may not make, each with the server's message.
+/// The ApiKeys `selection` names in `namespace` (`None`: every namespace; names need one), each
+/// once. Errors: an empty selector (it would select everything, which `--all` does on purpose);
+/// a named key that does not exist (`apikeys.apikey.dev "x" not found`), a selector the API
+/// server refuses, or a list the caller may not make, each with the server's message.
 pub async fn select(
     client: &Client,
     namespace: Option<&str>,
@@ -49,11 +50,22 @@ pub async fn select(
                 ));
             };
             let api: Api<ApiKey> = Api::namespaced(client.clone(), ns);
-            let mut keys = Vec::with_capacity(names.len());
+            let mut keys: Vec<ApiKey> = Vec::with_capacity(names.len());
             for name in names {
-                keys.push(api.get(name).await?);
+                if !keys
+                    .iter()
+                    .any(|k| k.metadata.name.as_deref() == Some(name.as_str()))
+                {
+                    keys.push(api.get(name).await?);
+                }
             }
             return Ok(keys);
+        }
+        Selection::Selector(selector) if selector.trim().is_empty() => {
+            // The API server reads an empty selector as "everything"; kubectl refuses it too.
+            return Err(Error::Config(
+                "an empty label selector would select every key: give a selector, or names".into(),
+            ));
         }
         Selection::Selector(selector) => {
             api.list(&ListParams::default().labels(selector))
@@ -177,14 +189,31 @@ pub async fn is_gone(client: &Client, key: &ApiKey) -> Result<bool> {
 }
 
 /// The API server's own message for a refused call (`apikeys.apikey.dev "k" is forbidden: User
-/// "u" cannot delete resource ...`), else the error as it prints.
+/// "u" cannot delete resource ...`), else the error with its causes (`...: client error
+/// (Connect): invalid peer certificate: UnknownIssuer`), so that a TLS or network failure says
+/// what failed.
 pub fn api_message(error: &Error) -> String {
     match error {
         Error::Kube(kube::Error::Api(status)) if !status.message.is_empty() => {
             status.message.clone()
         }
-        other => other.to_string(),
+        other => with_causes(other),
     }
+}
+
+/// `error` followed by each of its sources that adds something, separated by `: `.
+pub fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// The namespace and name of a key read from the cluster.

@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use apikey_operator::admin::actions::with_causes;
 use apikey_operator::plugin::args::Cli;
 use apikey_operator::plugin::commands;
 use clap::Parser as _;
@@ -26,7 +27,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&e));
             ExitCode::FAILURE
         }
     }

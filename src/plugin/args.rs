@@ -101,15 +101,15 @@ pub enum Output {
 /// Which keys a bulk command acts on, and how it confirms.
 #[derive(Debug, Args)]
 pub struct Bulk {
-    /// Keys of every namespace (with -l or --all).
+    /// Keys of every namespace (with -l, or regenerate's --all; not with names).
     #[arg(short = 'A', long)]
     pub all_namespaces: bool,
     /// Go on without asking for confirmation. Without it the command asks on the terminal,
     /// and refuses (changing nothing) when there is no terminal to ask on.
     #[arg(short = 'y', long)]
     pub yes: bool,
-    /// How long to wait for the operator (and garbage collection) to finish, in seconds;
-    /// the exit code is 1 if any key is not done by then.
+    /// How long to wait for the operator (and garbage collection) to finish, in seconds (at most
+    /// 86400); the exit code is 1 if any key is not done by then.
     #[arg(long, value_name = "SECONDS", default_value = "120", value_parser = parse_seconds)]
     pub timeout: Duration,
 }
@@ -150,11 +150,11 @@ pub struct DeleteArgs {
 pub struct TokenArgs {
     /// The ApiKey whose credentials to use (read from its Secret; needs `get` on Secrets).
     pub name: String,
-    /// The token server's Service, reached through the API server's service proxy
-    /// (`create` on `services/proxy` in its namespace): `NAMESPACE/NAME:PORT`, the port by name
-    /// or number. Default: deploy/token-server's.
-    #[arg(long, default_value = "apikey-token-server/apikey-token-server:https")]
-    pub token_server: String,
+    /// The token server's Service, reached over HTTPS through the API server's service proxy
+    /// (`create` on `services/proxy` in its namespace): `NAMESPACE/NAME:PORT`, the port (its
+    /// HTTPS one) by name or number.
+    #[arg(long, default_value = "apikey-token-server/apikey-token-server:https", value_parser = parse_service)]
+    pub token_server: (String, String),
     /// The `scope` parameter of the request (RFC 6749 §3.3), if any.
     #[arg(long)]
     pub scope: Option<String>,
@@ -179,12 +179,32 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Whole seconds, optionally with an `s` suffix (`120`, `120s`).
+/// Longest `--timeout`: a day.
+const MAX_TIMEOUT_SECONDS: u64 = 86_400;
+
+/// Whole seconds, optionally with an `s` suffix (`120`, `120s`), at most a day.
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.trim_end_matches('s')
-        .parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("a timeout is whole seconds (120 or 120s), not {s:?}"))
+    let digits = s.strip_suffix('s').unwrap_or(s);
+    match digits.parse::<u64>() {
+        Ok(n) if n <= MAX_TIMEOUT_SECONDS => Ok(Duration::from_secs(n)),
+        _ => Err(format!(
+            "a timeout is whole seconds up to {MAX_TIMEOUT_SECONDS} (120 or 120s), not {s:?}"
+        )),
+    }
+}
+
+/// `NAMESPACE/NAME:PORT` of a Service: (namespace, `NAME:PORT`).
+fn parse_service(s: &str) -> Result<(String, String), String> {
+    let valid = |ns: &str, svc: &str| {
+        !ns.is_empty()
+            && svc
+                .split_once(':')
+                .is_some_and(|(n, p)| !n.is_empty() && !p.is_empty())
+    };
+    match s.split_once('/') {
+        Some((ns, svc)) if valid(ns, svc) => Ok((ns.to_owned(), svc.to_owned())),
+        _ => Err(format!("a Service is NAMESPACE/NAME:PORT, not {s:?}")),
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +245,22 @@ mod tests {
             (args.selector.as_deref(), args.bulk.yes, args.bulk.timeout),
             (Some("team=x"), true, Duration::from_secs(30))
         );
+    }
+
+    #[test]
+    fn timeouts_are_whole_seconds_up_to_a_day_and_services_namespace_name_port() {
+        assert_eq!(parse_seconds("120s"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_seconds("86400"), Ok(Duration::from_secs(86_400)));
+        for bad in ["10ss", "86401", "18446744073709551615", "-1", "1.5", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_service("a/b:https"),
+            Ok(("a".into(), "b:https".into()))
+        );
+        for bad in ["bogus", "a/b", "/b:1", "a/:1", "a/b:"] {
+            assert!(parse_service(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

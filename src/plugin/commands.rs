@@ -2,11 +2,13 @@
 //! confirmation, the progress bar and the output of [`super::output`].
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use futures::{StreamExt as _, stream};
 use indicatif::{ProgressBar, ProgressStyle};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -28,10 +30,74 @@ use crate::{Error, Result};
 /// How often a bulk command reads where the keys stand while it waits.
 const POLL: Duration = Duration::from_secs(1);
 
+/// How many keys a bulk command reads at once while it waits.
+const PARALLEL_READS: usize = 16;
+
+/// Longest wait for one API call of a short-lived command (a watch of the console is not one).
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where one key of a bulk command stands while the command waits for it.
+enum Wait<T> {
+    /// Not done yet; the last transient error reading it, if any.
+    Open(Option<String>),
+    /// Done: what the check returned.
+    Done(T),
+    /// The caller may not read what would tell (403), or the key is gone (404): the message.
+    Unverifiable(String),
+}
+
+/// Checks every key with `check` (`Some`: done) every [`POLL`] until all are done or
+/// unverifiable, or `deadline` passes; [`PARALLEL_READS`] at a time.
+async fn wait_for<'k, T, F, Fut>(
+    keys: &[&'k ApiKey],
+    deadline: Instant,
+    bar: &ProgressBar,
+    check: F,
+) -> Vec<Wait<T>>
+where
+    F: Fn(&'k ApiKey) -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let mut states: Vec<Wait<T>> = keys.iter().map(|_| Wait::Open(None)).collect();
+    loop {
+        let open: Vec<usize> = (0..keys.len())
+            .filter(|&i| matches!(states[i], Wait::Open(_)))
+            .collect();
+        let results: Vec<(usize, Result<Option<T>>)> = stream::iter(open)
+            .map(|i| {
+                let read = check(keys[i]);
+                async move { (i, read.await) }
+            })
+            .buffer_unordered(PARALLEL_READS)
+            .collect()
+            .await;
+        for (i, result) in results {
+            states[i] = match result {
+                Ok(Some(done)) => Wait::Done(done),
+                Ok(None) => Wait::Open(None),
+                Err(Error::Kube(kube::Error::Api(status)))
+                    if status.is_forbidden() || status.is_not_found() =>
+                {
+                    Wait::Unverifiable(status.message)
+                }
+                Err(e) => Wait::Open(Some(api_message(&e))),
+            };
+        }
+        let open = states.iter().filter(|s| matches!(s, Wait::Open(_))).count();
+        bar.set_position((keys.len() - open) as u64);
+        if open == 0 || Instant::now() >= deadline {
+            return states;
+        }
+        bar.set_message(format!("{open} to go"));
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Runs `cli`. `Ok(true)`: everything asked was done; `Ok(false)`: some keys were not (the
 /// summary says which), exit code 1.
 pub async fn run(cli: Cli) -> Result<bool> {
-    let (client, namespace) = connect(&cli.target).await?;
+    let long_lived = matches!(cli.command, Command::Console(_));
+    let (client, namespace) = connect(&cli.target, long_lived).await?;
     match cli.command {
         Command::Create(args) => create(&client, &namespace, args).await,
         Command::List(args) => list(&client, &namespace, args).await,
@@ -43,7 +109,10 @@ pub async fn run(cli: Cli) -> Result<bool> {
 }
 
 /// A client for the kubeconfig, context and namespace the flags name, as kubectl picks them.
-async fn connect(target: &super::args::Target) -> Result<(Client, String)> {
+/// Calls are not retried by the client (kube's default retries 429/503/504 for minutes, and
+/// would post a token request again); a short-lived command's calls give up after
+/// [`READ_TIMEOUT`], the console's watches do not.
+async fn connect(target: &super::args::Target, long_lived: bool) -> Result<(Client, String)> {
     let options = KubeConfigOptions {
         context: target.context.clone(),
         ..Default::default()
@@ -58,6 +127,11 @@ async fn connect(target: &super::args::Target) -> Result<(Client, String)> {
         None => Config::from_kubeconfig(&options).await,
     }
     .map_err(|e| Error::Config(format!("cannot load the kubeconfig: {e}")))?;
+    let mut config = config;
+    config.default_retry = false;
+    if !long_lived {
+        config.read_timeout = Some(READ_TIMEOUT);
+    }
     let namespace = target
         .namespace
         .clone()
@@ -129,7 +203,7 @@ async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> R
     print!("{}", output::preview(&keys));
     confirm(
         &args.bulk,
-        &format!("Regenerate the client secret of {} ApiKeys?", keys.len()),
+        &format!("Regenerate the client secret of {}?", count(keys.len())),
     )?;
 
     let value = new_request_value(Timestamp::now());
@@ -145,38 +219,32 @@ async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> R
     }
     let bar = progress(waiting.len(), "rotated");
     let deadline = Instant::now() + args.bulk.timeout;
-    let mut pending: Vec<(ApiKey, Option<i64>, RegenerateState)> = waiting
-        .into_iter()
-        .map(|(k, b)| (k, b, RegenerateState::Pending))
-        .collect();
-    loop {
-        for (key, _, state) in pending.iter_mut().filter(|(_, _, s)| !s.is_rotated()) {
-            *state = match actions::current_regenerate_state(client, key, &value).await {
-                Ok(s) => s,
-                Err(e) => RegenerateState::Failed {
-                    reason: "Unreadable".into(),
-                    message: api_message(&e),
-                },
-            };
-        }
-        let done = pending.iter().filter(|(_, _, s)| s.is_rotated()).count();
-        bar.set_position(done as u64);
-        let open = pending
-            .iter()
-            .filter(|(_, _, s)| *s == RegenerateState::Pending)
-            .count();
-        if open == 0 || Instant::now() >= deadline {
-            break;
-        }
-        bar.set_message(format!("{open} pending"));
-        tokio::time::sleep(POLL).await;
-    }
+    let keys: Vec<&ApiKey> = waiting.iter().map(|(key, _)| key).collect();
+    let value = &value;
+    let states = wait_for(&keys, deadline, &bar, |key| async move {
+        let state = actions::current_regenerate_state(client, key, value).await?;
+        Ok((state != RegenerateState::Pending).then_some(state))
+    })
+    .await;
     bar.finish_and_clear();
-    outcomes.extend(
-        pending
-            .into_iter()
-            .map(|(key, before, state)| (name_of(&key), Outcome::Regenerate { before, state })),
-    );
+    for ((key, before), wait) in waiting.iter().zip(states) {
+        let outcome = match wait {
+            Wait::Done(state) => Outcome::Regenerate {
+                before: *before,
+                state,
+            },
+            Wait::Open(error) => Outcome::TimedOut(format!(
+                "the request stands: the operator gives the key its new secret when it gets to it{}",
+                error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            )),
+            Wait::Unverifiable(error) => Outcome::Unverified(format!(
+                "requested, but whether it was answered cannot be read: {error}"
+            )),
+        };
+        outcomes.push((name_of(key), outcome));
+    }
     Ok(report(outcomes))
 }
 
@@ -189,8 +257,8 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
         return Ok(true);
     };
     println!(
-        "These {} ApiKeys are deleted, and their Secrets with them (the keys stop working):",
-        keys.len()
+        "{} be deleted, and their Secrets with them (the keys stop working):",
+        these(keys.len())
     );
     print!("{}", output::preview(&keys));
     confirm(&args.bulk, &format!("Delete {}?", count(keys.len())))?;
@@ -199,35 +267,33 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
     let mut waiting = Vec::new();
     for key in keys {
         match actions::delete(client, &key).await {
-            Ok(()) => waiting.push((key, false)),
+            Ok(()) => waiting.push(key),
             Err(e) => outcomes.push((name_of(&key), Outcome::Refused(api_message(&e)))),
         }
     }
     let bar = progress(waiting.len(), "gone");
     let deadline = Instant::now() + args.bulk.timeout;
-    loop {
-        for (key, gone) in waiting.iter_mut().filter(|(_, gone)| !*gone) {
-            // An error reading is not "gone": keep waiting until the deadline.
-            *gone = actions::is_gone(client, key).await.unwrap_or(false);
-        }
-        let done = waiting.iter().filter(|(_, gone)| *gone).count();
-        bar.set_position(done as u64);
-        if done == waiting.len() || Instant::now() >= deadline {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let keys: Vec<&ApiKey> = waiting.iter().collect();
+    let states = wait_for(&keys, deadline, &bar, |key| async move {
+        Ok(actions::is_gone(client, key).await?.then_some(()))
+    })
+    .await;
     bar.finish_and_clear();
-    outcomes.extend(waiting.into_iter().map(|(key, gone)| {
-        (
-            name_of(&key),
-            if gone {
-                Outcome::Deleted
-            } else {
-                Outcome::NotGone
-            },
-        )
-    }));
+    for (key, wait) in waiting.iter().zip(states) {
+        let outcome = match wait {
+            Wait::Done(()) => Outcome::Deleted,
+            Wait::Open(error) => Outcome::TimedOut(format!(
+                "deleted, but still there{}",
+                error
+                    .map(|e| format!(" (last error: {e})"))
+                    .unwrap_or_default()
+            )),
+            Wait::Unverifiable(error) => Outcome::Unverified(format!(
+                "deleted, but whether its Secret is gone cannot be read: {error}"
+            )),
+        };
+        outcomes.push((name_of(key), outcome));
+    }
     Ok(report(outcomes))
 }
 
@@ -236,16 +302,7 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
 /// cannot pass it), and prints the token's type, lifetime (seconds), header and claims as one
 /// JSON object. The signature is not checked here: verifiers check it against the JWKS.
 async fn token(client: &Client, namespace: &str, args: TokenArgs) -> Result<bool> {
-    let (server_ns, service) = args
-        .token_server
-        .split_once('/')
-        .filter(|(ns, svc)| !ns.is_empty() && !svc.is_empty())
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "--token-server is NAMESPACE/NAME:PORT, not {:?}",
-                args.token_server
-            ))
-        })?;
+    let (server_ns, service) = &args.token_server;
     let key = Api::<ApiKey>::namespaced(client.clone(), namespace)
         .get(&args.name)
         .await
@@ -288,8 +345,7 @@ async fn token(client: &Client, namespace: &str, args: TokenArgs) -> Result<bool
         .map_err(|e| Error::Config(format!("cannot build the token request: {e}")))?;
     let response: serde_json::Value = client.request(request).await.map_err(|e| {
         Error::Config(format!(
-            "the token server ({}) refused or could not be reached: {}",
-            args.token_server,
+            "the token server ({server_ns}/{service}) refused or could not be reached: {}",
             api_message(&Error::Kube(e))
         ))
     })?;
@@ -334,8 +390,12 @@ async fn chosen(
     selection: &Selection,
     bulk: &Bulk,
 ) -> Result<Option<Vec<ApiKey>>> {
-    let scope =
-        (!bulk.all_namespaces || matches!(selection, Selection::Names(_))).then_some(namespace);
+    if bulk.all_namespaces && matches!(selection, Selection::Names(_)) {
+        return Err(Error::Config(
+            "-A goes with -l or --all: keys named one by one are in one namespace (-n)".into(),
+        ));
+    }
+    let scope = (!bulk.all_namespaces).then_some(namespace);
     let keys = actions::select(client, scope, selection)
         .await
         .map_err(refused)?;
@@ -402,7 +462,7 @@ fn count(n: usize) -> String {
     }
 }
 
-/// `This ApiKey will be`, `These 3 ApiKeys will be`... as the subject of what a command does.
+/// `This ApiKey will`, `These 3 ApiKeys will`: the subject of what a command is about to do.
 fn these(n: usize) -> String {
     if n == 1 {
         "This ApiKey will".to_owned()

@@ -107,18 +107,20 @@ pub fn preview(keys: &[ApiKey]) -> String {
 /// The outcome of one key in a bulk command.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// `regenerate`: where the key stands (rotated, still pending at the timeout, failed).
+    /// `regenerate`: the key answered (rotated), or cannot (failed, with the Ready reason).
     Regenerate {
         /// The generation before the request.
         before: Option<i64>,
-        /// The state at the end.
+        /// The state at the end: [`RegenerateState::Rotated`] or [`RegenerateState::Failed`].
         state: RegenerateState,
     },
-    /// `delete`: the key and its Secret are gone.
+    /// `delete`: the ApiKey is gone, and the Secret it controlled (if it had one).
     Deleted,
-    /// `delete`: still there at the timeout.
-    NotGone,
-    /// The API server refused the request for this key, or the key disappeared: its message.
+    /// Not done within `--timeout`: what stands.
+    TimedOut(String),
+    /// Asked, but what would tell whether it was done cannot be read (RBAC, or the key is gone).
+    Unverified(String),
+    /// The API server refused the request for this key: its message.
     Refused(String),
 }
 
@@ -131,7 +133,7 @@ impl Outcome {
 }
 
 /// The summary after a bulk command: NAMESPACE, NAME, RESULT, DETAIL (the generation change, or
-/// the reason a key was not done).
+/// why a key was not done).
 pub fn summary(outcomes: &[(String, String, Outcome)]) -> String {
     let generation = |g: &Option<i64>| g.map_or("?".to_owned(), |g| g.to_string());
     let rows: Vec<Vec<String>> = outcomes
@@ -146,7 +148,7 @@ pub fn summary(outcomes: &[(String, String, Outcome)]) -> String {
                             rotated_at,
                         },
                 } => (
-                    "rotated".to_owned(),
+                    "rotated",
                     format!(
                         "generation {} -> {}{}",
                         generation(before),
@@ -160,22 +162,17 @@ pub fn summary(outcomes: &[(String, String, Outcome)]) -> String {
                 Outcome::Regenerate {
                     state: RegenerateState::Pending,
                     ..
-                } => (
-                    "timed out".to_owned(),
-                    "the operator has not answered the request yet".to_owned(),
-                ),
+                } => ("timed out", "the operator has not answered yet".to_owned()),
                 Outcome::Regenerate {
                     state: RegenerateState::Failed { reason, message },
                     ..
-                } => ("failed".to_owned(), format!("{reason}: {message}")),
-                Outcome::Deleted => (
-                    "deleted".to_owned(),
-                    "the ApiKey and its Secret are gone".to_owned(),
-                ),
-                Outcome::NotGone => ("timed out".to_owned(), "still there".to_owned()),
-                Outcome::Refused(message) => ("refused".to_owned(), message.clone()),
+                } => ("failed", format!("{reason}: {message}")),
+                Outcome::Deleted => ("deleted", "gone, with the Secret it controlled".to_owned()),
+                Outcome::TimedOut(detail) => ("timed out", detail.clone()),
+                Outcome::Unverified(detail) => ("unverified", detail.clone()),
+                Outcome::Refused(message) => ("refused", message.clone()),
             };
-            vec![namespace.clone(), name.clone(), result, detail]
+            vec![namespace.clone(), name.clone(), result.to_owned(), detail]
         })
         .collect();
     table(&["NAMESPACE", "NAME", "RESULT", "DETAIL"], &rows)
@@ -225,7 +222,8 @@ mod tests {
         };
         assert!(rotated.succeeded());
         assert!(Outcome::Deleted.succeeded());
-        assert!(!Outcome::NotGone.succeeded());
+        assert!(!Outcome::TimedOut("the request stands".into()).succeeded());
+        assert!(!Outcome::Unverified("forbidden".into()).succeeded());
         assert!(!Outcome::Refused("forbidden".into()).succeeded());
         assert!(
             !Outcome::Regenerate {
