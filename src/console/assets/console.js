@@ -1,0 +1,304 @@
+// The console's page: a live table of API keys (server-sent events), create, delete and
+// regenerate, one key or many. No framework; the server checks every request (session cookie,
+// Origin) and acts with the caller's kubeconfig. No client secret ever reaches this page.
+'use strict';
+
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const entries = new Map(); // "namespace/name" -> {tr, cells, data}
+  const selected = new Set();
+  let source = null;
+  let context = { namespace: null, allNamespaces: false };
+  let pending = null; // the action the confirmation dialog is about
+  let opener = null; // what had focus before a dialog opened
+
+  const keyOf = (row) => `${row.namespace}/${row.name}`;
+
+  function el(tag, attrs = {}, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    node.append(...children);
+    return node;
+  }
+
+  // kubectl's ages: 45s, 12m, 5h, 3d; in the future: "in 5h".
+  function age(iso) {
+    if (!iso) return '';
+    const then = Date.parse(iso);
+    if (Number.isNaN(then)) return '';
+    let s = Math.round((Date.now() - then) / 1000);
+    const future = s < 0;
+    s = Math.abs(s);
+    const short = s < 120 ? `${s}s` : s < 7200 ? `${Math.floor(s / 60)}m`
+      : s < 172800 ? `${Math.floor(s / 3600)}h` : `${Math.floor(s / 86400)}d`;
+    return future ? `in ${short}` : short;
+  }
+
+  function stateText(action) {
+    if (!action) return '';
+    switch (action.state) {
+      case 'rotated': return action.generation != null ? `rotated (generation ${action.generation})` : 'rotated';
+      case 'pending': return 'pending…';
+      case 'failed': return `failed: ${action.reason || ''}${action.message ? ` — ${action.message}` : ''}`;
+      case 'deleting': return 'deleting…';
+      default: return action.state;
+    }
+  }
+
+  async function call(path, body) {
+    const response = await fetch(path, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    const text = await response.text();
+    let data;
+    try { data = JSON.parse(text); } catch { data = { error: text.trim() || response.statusText }; }
+    return { ok: response.ok, data };
+  }
+
+  function showError(message) { $('action-error').textContent = message || ''; }
+  function setStatus(message) { if ($('status').textContent !== message) $('status').textContent = message; }
+
+  // Menus are popovers (top layer: never clipped by the scrolling table), placed under their
+  // button; Esc and a click elsewhere close them, and focus returns to the button.
+  function menu(button, items) {
+    items.setAttribute('popover', 'auto');
+    button.popoverTargetElement = items;
+    items.addEventListener('toggle', (event) => {
+      button.setAttribute('aria-expanded', String(event.newState === 'open'));
+      if (event.newState !== 'open') return;
+      const r = button.getBoundingClientRect();
+      const width = items.offsetWidth;
+      items.style.top = `${Math.min(r.bottom + 4, window.innerHeight - items.offsetHeight - 4)}px`;
+      items.style.left = `${Math.max(4, Math.min(r.right - width, window.innerWidth - width - 4))}px`;
+      const first = items.querySelector('button');
+      if (first) first.focus();
+    });
+    items.addEventListener('keydown', (event) => {
+      if (event.key !== 'ArrowDown' && event.key !== 'ArrowUp') return;
+      const all = [...items.querySelectorAll('button')];
+      const at = all.indexOf(document.activeElement);
+      all[(at + (event.key === 'ArrowDown' ? 1 : all.length - 1)) % all.length].focus();
+      event.preventDefault();
+    });
+  }
+
+  function makeEntry(key) {
+    const box = el('input', { type: 'checkbox', 'data-testid': `select-${key}`, 'aria-label': `Select ${key}` });
+    box.addEventListener('change', () => {
+      if (box.checked) selected.add(key); else selected.delete(key);
+      updateSelection();
+    });
+    const cell = (label, testid) => el('td', testid ? { 'data-label': label, 'data-testid': `${testid}-${key}` } : { 'data-label': label });
+    const cells = {
+      name: cell('Name'), namespace: cell('Namespace'), user: cell('User'),
+      clientId: cell('Client Id'), ready: cell('Ready', 'ready'),
+      lastRotated: cell('Last rotated'), nextRotation: cell('Next rotation'),
+      age: cell('Age'), state: cell('State', 'state'),
+    };
+    cells.clientId.className = 'mono';
+    cells.state.setAttribute('aria-live', 'polite');
+    const actionsButton = el('button', {
+      type: 'button', class: 'icon', 'aria-expanded': 'false',
+      'aria-label': `Actions for ${key}`, 'data-testid': `actions-${key}`,
+    }, '⋯');
+    const regenerate = el('button', { type: 'button', 'data-testid': `regenerate-${key}` }, 'Regenerate Client Secret');
+    const remove = el('button', { type: 'button', 'data-testid': `delete-${key}` }, 'Delete');
+    const items = el('div', { class: 'menu-items' }, regenerate, remove);
+    menu(actionsButton, items);
+    const act = (kind) => () => {
+      items.hidePopover();
+      const entry = entries.get(key);
+      if (entry) confirmAction(kind, [entry.data], actionsButton);
+    };
+    regenerate.addEventListener('click', act('regenerate'));
+    remove.addEventListener('click', act('delete'));
+    const tr = el('tr', { 'data-testid': `row-${key}` },
+      el('td', { class: 'check' }, box),
+      ...Object.values(cells),
+      el('td', { class: 'actions' }, actionsButton, items));
+    return { tr, box, cells, data: null };
+  }
+
+  function fill(entry) {
+    const row = entry.data;
+    const c = entry.cells;
+    const set = (cell, text, title) => {
+      if (cell.textContent !== text) cell.textContent = text;
+      if (title) cell.title = title; else cell.removeAttribute('title');
+    };
+    set(c.name, row.name);
+    set(c.namespace, row.namespace);
+    set(c.user, row.user);
+    set(c.clientId, row.clientId || '');
+    set(c.ready, row.reason ? `${row.ready} (${row.reason})` : row.ready, row.message);
+    set(c.lastRotated, age(row.lastRotatedAt), row.lastRotatedAt);
+    set(c.nextRotation, age(row.nextRotationAt), row.nextRotationAt);
+    set(c.age, age(row.createdAt), row.createdAt);
+    set(c.state, stateText(row.action));
+    c.state.className = row.action ? `state ${row.action.state}` : 'state';
+    entry.box.checked = selected.has(keyOf(row));
+  }
+
+  function render(snapshot) {
+    $('watch-error').textContent = snapshot.error || '';
+    const n = snapshot.keys.length;
+    setStatus(snapshot.secretsError
+      ? `${n} ${n === 1 ? 'key' : 'keys'}. The Secrets cannot be watched (${snapshot.secretsError}); regeneration states come from the keys alone.`
+      : `${n} ${n === 1 ? 'key' : 'keys'}`);
+    const body = $('rows');
+    const seen = new Set();
+    snapshot.keys.forEach((row, index) => {
+      const key = keyOf(row);
+      seen.add(key);
+      let entry = entries.get(key);
+      if (!entry) { entry = makeEntry(key); entries.set(key, entry); }
+      entry.data = row;
+      fill(entry);
+      if (body.children[index] !== entry.tr) body.insertBefore(entry.tr, body.children[index] || null);
+    });
+    for (const [key, entry] of entries) {
+      if (!seen.has(key)) { entry.tr.remove(); entries.delete(key); selected.delete(key); }
+    }
+    $('empty').hidden = n > 0;
+    updateSelection();
+  }
+
+  function updateSelection() {
+    const all = $('select-all');
+    const count = selected.size;
+    all.checked = count > 0 && count === entries.size;
+    all.indeterminate = count > 0 && count < entries.size;
+    for (const [key, entry] of entries) entry.box.checked = selected.has(key);
+    $('bulk').hidden = count === 0;
+    $('bulk-button').textContent = `${count} selected`;
+    if (count === 0 && $('bulk-menu').matches(':popover-open')) $('bulk-menu').hidePopover();
+  }
+
+  function connect() {
+    if (source) source.close();
+    const query = new URLSearchParams({
+      namespace: $('filter-namespace').value.trim(),
+      selector: $('filter-selector').value.trim(),
+    });
+    setStatus('Loading…');
+    source = new EventSource(`/api/events?${query}`);
+    source.addEventListener('keys', (event) => render(JSON.parse(event.data)));
+    source.addEventListener('error', () => {
+      setStatus(source.readyState === EventSource.CLOSED
+        ? 'Disconnected. Start `kubectl apikey console` again.'
+        : 'Connection lost; reconnecting…');
+    });
+  }
+
+  function openDialog(dialog, from) {
+    opener = from || document.activeElement;
+    dialog.showModal();
+  }
+
+  function closed() {
+    const target = opener && opener.isConnected && !opener.closest('[hidden]') ? opener : $('select-all');
+    opener = null;
+    target.focus();
+  }
+
+  function confirmAction(kind, rows, from) {
+    const remove = kind === 'delete';
+    const n = rows.length;
+    const these = n === 1 ? 'this API key' : `these ${n} API keys`;
+    pending = { kind, keys: rows.map((r) => ({ namespace: r.namespace, name: r.name })) };
+    $('confirm-title').textContent = remove ? (n === 1 ? 'Delete API Key' : 'Delete API Keys') : 'Regenerate Client Secret';
+    $('confirm-text').textContent = remove
+      ? `Delete ${these}? Requests made with ${n === 1 ? 'it' : 'them'} stop working, and ${n === 1 ? 'its Secret is' : 'their Secrets are'} removed.`
+      : `Generate a new Client Secret for ${these}? Workloads must then use the new one from ${n === 1 ? "the key's Secret" : "each key's Secret"}.`;
+    $('confirm-keys').replaceChildren(...rows.map((r) => el('li', {}, `${r.namespace}/${r.name} (${r.user})`)));
+    $('confirm-button').textContent = remove ? 'Delete' : 'Confirm';
+    $('confirm-button').className = remove ? 'danger' : 'primary';
+    $('confirm-button').disabled = false;
+    openDialog($('confirm-dialog'), from);
+  }
+
+  async function confirmed() {
+    if (!pending) return;
+    const { kind, keys } = pending;
+    pending = null;
+    $('confirm-button').disabled = true;
+    showError('');
+    try {
+      const { ok, data } = await call(kind === 'delete' ? '/api/delete' : '/api/regenerate', { keys });
+      $('confirm-dialog').close();
+      if (!ok) { showError(data.error); return; }
+      const failed = data.results.filter((r) => !r.ok);
+      for (const r of data.results) if (r.ok) selected.delete(`${r.namespace}/${r.name}`);
+      updateSelection();
+      showError(failed.map((r) => `${r.namespace}/${r.name}: ${r.error}`).join('\n'));
+    } catch (e) {
+      $('confirm-dialog').close();
+      showError(`The console did not answer: ${e.message}`);
+    }
+  }
+
+  function startCreate() {
+    $('create-form').reset();
+    $('create-error').textContent = '';
+    $('create-namespace').value = $('filter-namespace').value.trim() || context.namespace || '';
+    openDialog($('create-dialog'), $('create-button'));
+    $('create-name').focus();
+  }
+
+  async function create(event) {
+    event.preventDefault();
+    const form = new FormData($('create-form'));
+    const body = Object.fromEntries([...form.entries()].map(([k, v]) => [k, String(v).trim()]));
+    const submit = $('create-form').querySelector('[type=submit]');
+    submit.disabled = true;
+    try {
+      const { ok, data } = await call('/api/keys', body);
+      if (!ok) { $('create-error').textContent = data.error; return; }
+      $('create-dialog').close();
+      showError('');
+      setStatus(`Created ${data.namespace}/${data.name}.`);
+    } catch (e) {
+      $('create-error').textContent = `The console did not answer: ${e.message}`;
+    } finally {
+      submit.disabled = false;
+    }
+  }
+
+  function bulk(kind) {
+    $('bulk-menu').hidePopover();
+    const rows = [...entries.values()].filter((e) => selected.has(keyOf(e.data))).map((e) => e.data);
+    if (rows.length) confirmAction(kind, rows, $('bulk-button'));
+  }
+
+  async function start() {
+    menu($('bulk-button'), $('bulk-menu'));
+    $('bulk-delete').addEventListener('click', () => bulk('delete'));
+    $('bulk-regenerate').addEventListener('click', () => bulk('regenerate'));
+    $('select-all').addEventListener('change', (event) => {
+      selected.clear();
+      if (event.target.checked) for (const key of entries.keys()) selected.add(key);
+      updateSelection();
+    });
+    $('filters').addEventListener('submit', (event) => { event.preventDefault(); selected.clear(); connect(); });
+    $('create-button').addEventListener('click', startCreate);
+    $('create-form').addEventListener('submit', create);
+    $('confirm-button').addEventListener('click', confirmed);
+    for (const dialog of document.querySelectorAll('dialog')) {
+      dialog.addEventListener('close', closed);
+      dialog.querySelector('.cancel').addEventListener('click', () => dialog.close());
+    }
+    setInterval(() => { for (const entry of entries.values()) fill(entry); }, 15000);
+    try {
+      const response = await fetch('/api/context');
+      if (response.ok) context = await response.json();
+    } catch { /* the event stream reports a console that does not answer */ }
+    $('context').textContent = context.allNamespaces ? 'All namespaces' : `Namespace ${context.namespace}`;
+    $('filter-namespace').value = context.namespace || '';
+    $('filter-namespace').placeholder = context.allNamespaces ? 'all namespaces' : '';
+    connect();
+  }
+
+  start();
+})();
