@@ -527,14 +527,7 @@ fn watch_error_is_outage(e: &watcher::Error) -> bool {
 
 /// What a user needs to read about a failing watch; the missing CRD by its name.
 fn describe_watch_error(watch: &str, e: &watcher::Error) -> String {
-    let status = match e {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
-        watcher::Error::WatchError(s) => Some(s.as_ref()),
-        _ => None,
-    };
-    match status {
+    match crate::error::watch_status(e) {
         Some(s) if s.code == 404 && watch.starts_with("ApiKeys") => format!(
             "the ApiKey CustomResourceDefinition apikeys.{} is not installed (kubectl apply -f crds/): {e}",
             crate::crd::GROUP

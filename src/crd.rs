@@ -225,6 +225,16 @@ pub struct ApiKeyStatus {
 }
 
 impl ApiKey {
+    /// The namespace and name of a key read from the cluster. Errors: [`crate::Error::MissingField`]
+    /// (only an object built in memory lacks them).
+    pub fn namespace_and_name(&self) -> crate::Result<(&str, &str)> {
+        let namespace = self.metadata.namespace.as_deref();
+        let namespace = namespace.ok_or(crate::Error::MissingField("metadata.namespace"))?;
+        let name = self.metadata.name.as_deref();
+        let name = name.ok_or(crate::Error::MissingField("metadata.name"))?;
+        Ok((namespace, name))
+    }
+
     /// Name of the Secret this key writes: `spec.secretName`, or else the ApiKey's own name.
     pub fn secret_name(&self) -> String {
         self.spec

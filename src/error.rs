@@ -53,5 +53,18 @@ impl Error {
     }
 }
 
+/// The API server's answer inside a failed watch, if the API server answered (a refused list or
+/// watch, an error event in the stream); `None` for a transport or decoding failure.
+pub fn watch_status(error: &kube::runtime::watcher::Error) -> Option<&kube::core::Status> {
+    use kube::runtime::watcher::Error as W;
+    match error {
+        W::InitialListFailed(kube::Error::Api(s))
+        | W::WatchStartFailed(kube::Error::Api(s))
+        | W::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
+        W::WatchError(s) => Some(s.as_ref()),
+        _ => None,
+    }
+}
+
 /// Result with the operator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

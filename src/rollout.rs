@@ -323,14 +323,7 @@ pub async fn restart_targets(
     if key.spec.rollout_restart.is_empty() {
         return Ok(Vec::new());
     }
-    let namespace = key
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = key
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingField("metadata.name"))?;
+    let (namespace, name) = key.namespace_and_name()?;
     let key_uid = key
         .metadata
         .uid
@@ -349,15 +342,15 @@ pub async fn restart_targets(
         let workload = &target.name;
         let outcome = match target.kind {
             WorkloadKind::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(client.clone(), &namespace);
+                let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
                 restart_one(&api, workload, &book).await?
             }
             WorkloadKind::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+                let api: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
                 restart_one(&api, workload, &book).await?
             }
             WorkloadKind::DaemonSet => {
-                let api: Api<DaemonSet> = Api::namespaced(client.clone(), &namespace);
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
                 restart_one(&api, workload, &book).await?
             }
         };

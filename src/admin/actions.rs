@@ -118,7 +118,7 @@ pub async fn create(
 /// that a key deleted and created again under the same name is not touched). One call per key:
 /// the API server has no bulk patch; a failure of one key does not stop the others.
 pub async fn request_regenerate(client: &Client, key: &ApiKey, value: &str) -> Result<()> {
-    let (namespace, name) = key_name(key)?;
+    let (namespace, name) = key.namespace_and_name()?;
     let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     let patch = json!({"metadata": {
         "uid": key.metadata.uid,
@@ -135,7 +135,7 @@ pub async fn request_regenerate(client: &Client, key: &ApiKey, value: &str) -> R
 /// Deletes `key` (only this object: a precondition on its UID), leaving its Secret to garbage
 /// collection through the Secret's ownerReference, as `kubectl delete` does.
 pub async fn delete(client: &Client, key: &ApiKey) -> Result<()> {
-    let (namespace, name) = key_name(key)?;
+    let (namespace, name) = key.namespace_and_name()?;
     let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     let params = DeleteParams::background().preconditions(Preconditions {
         uid: key.metadata.uid.clone(),
@@ -148,7 +148,7 @@ pub async fn delete(client: &Client, key: &ApiKey) -> Result<()> {
 /// The metadata of `key`'s Secret (never its data: a metadata-only GET), or `None` when there is
 /// none. Needs `get` on Secrets in the key's namespace.
 pub async fn secret_metadata(client: &Client, key: &ApiKey) -> Result<Option<ObjectMeta>> {
-    let namespace = key_name(key)?.0;
+    let namespace = key.namespace_and_name()?.0;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     Ok(api
         .get_metadata_opt(&key.secret_name())
@@ -163,7 +163,7 @@ pub async fn current_regenerate_state(
     key: &ApiKey,
     request: &str,
 ) -> Result<RegenerateState> {
-    let (namespace, name) = key_name(key)?;
+    let (namespace, name) = key.namespace_and_name()?;
     let fresh = Api::<ApiKey>::namespaced(client.clone(), namespace)
         .get(name)
         .await?;
@@ -175,7 +175,7 @@ pub async fn current_regenerate_state(
 /// (garbage collection removes it after the key). A Secret that was never the key's (condition
 /// `SecretConflict`) is not waited for.
 pub async fn is_gone(client: &Client, key: &ApiKey) -> Result<bool> {
-    let (namespace, name) = key_name(key)?;
+    let (namespace, name) = key.namespace_and_name()?;
     let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
     if let Some(current) = api.get_metadata_opt(name).await?
         && current.metadata.uid == key.metadata.uid
@@ -214,19 +214,4 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
-}
-
-/// The namespace and name of a key read from the cluster.
-fn key_name(key: &ApiKey) -> Result<(&str, &str)> {
-    let namespace = key
-        .metadata
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let name = key
-        .metadata
-        .name
-        .as_deref()
-        .ok_or(Error::MissingField("metadata.name"))?;
-    Ok((namespace, name))
 }

@@ -167,14 +167,7 @@ fn replace(slot: &mut Option<String>, message: String) -> bool {
 /// The API server's own message for a failed watch (`apikeys.apikey.dev is forbidden: ...`,
 /// `unable to parse requirement: ...`), else the error as it prints.
 pub fn watch_message(error: &watcher::Error) -> String {
-    let status = match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(s))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
-        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.as_ref()),
-        watcher::Error::WatchError(s) => Some(s.as_ref()),
-        _ => None,
-    };
-    match status {
+    match crate::error::watch_status(error) {
         Some(s) if !s.message.is_empty() => s.message.clone(),
         _ => error.to_string(),
     }
