@@ -5,9 +5,10 @@
 //! The operator keeps its own maps instead of reflector stores where it needs far less than the
 //! whole object: a few hundred bytes per key instead of a few KiB (see README, Benchmarks).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
+use kube::Resource;
 use kube::runtime::watcher;
 
 /// What a [`Mirror`] keeps of each watched object.
@@ -53,6 +54,48 @@ impl<I: Index> Mirror<I> {
     pub fn is_synced(&self) -> bool {
         self.synced
     }
+}
+
+/// Whole objects by namespace and name, ordered by both: the [`Index`] of a small watch whose
+/// every field is shown (the console's table), where the operator's indexes keep only a little.
+#[derive(Debug)]
+pub struct ByName<K>(BTreeMap<(String, String), K>);
+
+impl<K> Default for ByName<K> {
+    fn default() -> Self {
+        Self(BTreeMap::new())
+    }
+}
+
+impl<K: Resource + Clone> Index for ByName<K> {
+    type Object = K;
+    fn insert(&mut self, object: &K) {
+        self.0.insert(name_of(object), object.clone());
+    }
+    fn remove(&mut self, object: &K) {
+        self.0.remove(&name_of(object));
+    }
+}
+
+impl<K> ByName<K> {
+    /// The object `name` in `namespace`.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<&K> {
+        self.0.get(&(namespace.to_owned(), name.to_owned()))
+    }
+
+    /// Every object, ordered by namespace, then name.
+    pub fn iter(&self) -> impl Iterator<Item = &K> {
+        self.0.values()
+    }
+}
+
+/// (namespace, name) of `object`.
+fn name_of<K: Resource>(object: &K) -> (String, String) {
+    let meta = object.meta();
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Object names grouped by a key (the ApiKeys of a user, the ApiKeys that write a Secret name):

@@ -22,7 +22,7 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::console::rows::{Snapshot, Store, Tracking, snapshot};
+use crate::console::rows::{Snapshot, Store, Tracking, follow, snapshot};
 use crate::crd::ApiKey;
 use crate::secret::MANAGED_SELECTOR;
 
@@ -108,14 +108,14 @@ impl Live {
                 event = self.keys.next() => match event? {
                     Ok(event) => {
                         let cleared = settles(&event) && self.error.take().is_some();
-                        self.key_store.apply(event) || cleared
+                        follow(&mut self.key_store, &event) || cleared
                     }
                     Err(e) => replace(&mut self.error, watch_message(&e)),
                 },
                 event = self.secrets.next() => match event? {
                     Ok(event) => {
                         let cleared = settles(&event) && self.secrets_error.take().is_some();
-                        self.secret_store.apply(event) || cleared
+                        follow(&mut self.secret_store, &event) || cleared
                     }
                     Err(e) => replace(&mut self.secrets_error, watch_message(&e)),
                 },
@@ -126,7 +126,7 @@ impl Live {
                 _ = self.shutdown.changed() => return None,
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     due = None;
-                    if self.key_store.listed() || self.error.is_some() {
+                    if self.key_store.is_synced() || self.error.is_some() {
                         let next = snapshot(
                             &self.key_store,
                             &self.secret_store,

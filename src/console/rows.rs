@@ -1,7 +1,7 @@
 //! What the console's table shows: the watched objects ([`Store`]), what this console did to
 //! which key ([`Tracking`]), and the rows built from both ([`snapshot`]). Pure.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
@@ -10,79 +10,17 @@ use serde::Serialize;
 
 use crate::admin::keys::{KeyRow, RegenerateState, regenerate_state};
 use crate::crd::ApiKey;
+use crate::mirror::{ByName, Mirror};
 
-/// The objects of one watch, by (namespace, name), as [`kube::runtime::watcher`] reports them: a
-/// relist (`Init` … `InitDone`) replaces the whole set at once.
-#[derive(Debug)]
-pub struct Store<K> {
-    objects: BTreeMap<(String, String), K>,
-    relisting: Option<BTreeMap<(String, String), K>>,
-    listed: bool,
-}
+/// The objects of one watch, by (namespace, name): a relist (`Init` … `InitDone`) replaces the
+/// whole set at once ([`Mirror`]).
+pub type Store<K> = Mirror<ByName<K>>;
 
-impl<K> Default for Store<K> {
-    fn default() -> Self {
-        Self {
-            objects: BTreeMap::new(),
-            relisting: None,
-            listed: false,
-        }
-    }
-}
-
-impl<K: Resource> Store<K> {
-    /// Applies one watch event; returns whether what the table shows may have changed (every
-    /// event but `Init` and `InitApply`, whose objects wait for `InitDone`).
-    pub fn apply(&mut self, event: Event<K>) -> bool {
-        match event {
-            Event::Init => {
-                self.relisting = Some(BTreeMap::new());
-                false
-            }
-            Event::InitApply(object) => {
-                let key = key_of(object.meta());
-                self.relisting
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key, object);
-                false
-            }
-            Event::InitDone => {
-                self.objects = self.relisting.take().unwrap_or_default();
-                self.listed = true;
-                true
-            }
-            Event::Apply(object) => {
-                self.objects.insert(key_of(object.meta()), object);
-                true
-            }
-            Event::Delete(object) => {
-                self.objects.remove(&key_of(object.meta()));
-                true
-            }
-        }
-    }
-
-    /// Whether a first list has completed.
-    pub fn listed(&self) -> bool {
-        self.listed
-    }
-
-    /// The object `name` in `namespace`.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<&K> {
-        self.objects.get(&(namespace.to_owned(), name.to_owned()))
-    }
-
-    /// Every object, ordered by namespace, then name.
-    pub fn iter(&self) -> impl Iterator<Item = &K> {
-        self.objects.values()
-    }
-}
-
-fn key_of(meta: &ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+/// Applies one watch event to `store`; returns whether what the table shows may have changed
+/// (every event but `Init` and `InitApply`, whose objects wait for `InitDone`).
+pub fn follow<K: Resource + Clone>(store: &mut Store<K>, event: &Event<K>) -> bool {
+    store.apply(event);
+    !matches!(event, Event::Init | Event::InitApply(_))
 }
 
 /// What this console asked of which key, by the key's UID (so that a key deleted and created
@@ -209,16 +147,18 @@ pub struct Snapshot {
 /// `secrets`.
 pub fn snapshot(
     keys: &Store<ApiKey>,
-    secrets: &Store<impl Resource>,
+    secrets: &Store<impl Resource + Clone>,
     tracking: &Tracking,
     error: Option<&str>,
     secrets_error: Option<&str>,
 ) -> Snapshot {
     let rows = keys
+        .live()
         .iter()
         .map(|key| {
             let namespace = key.metadata.namespace.as_deref().unwrap_or_default();
             let secret = secrets
+                .live()
                 .get(namespace, &key.secret_name())
                 .map(Resource::meta);
             Row {
@@ -243,6 +183,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
     use k8s_openapi::jiff::Timestamp;
     use kube::core::PartialObjectMeta;
+    use std::collections::BTreeMap;
 
     fn key(name: &str, uid: &str, ready: &str) -> ApiKey {
         let mut key = ApiKey::new(
@@ -299,22 +240,33 @@ mod tests {
     #[test]
     fn a_relist_replaces_the_set_at_init_done() {
         let mut store = Store::default();
-        assert!(!store.apply(Event::Init));
-        assert!(!store.apply(Event::InitApply(key("a", "1", "True"))));
-        assert!(!store.listed());
-        assert_eq!(store.iter().count(), 0);
-        assert!(store.apply(Event::InitDone));
-        assert!(store.listed());
-        assert!(store.apply(Event::Apply(key("b", "2", "True"))));
-        assert_eq!(store.iter().count(), 2);
-        store.apply(Event::Init);
-        store.apply(Event::InitApply(key("b", "2", "True")));
-        assert_eq!(store.iter().count(), 2, "kept until the relist is done");
-        store.apply(Event::InitDone);
-        let names: Vec<_> = store.iter().map(|k| k.metadata.name.clone()).collect();
+        assert!(!follow(&mut store, &Event::Init));
+        assert!(!follow(
+            &mut store,
+            &Event::InitApply(key("a", "1", "True"))
+        ));
+        assert!(!store.is_synced());
+        assert_eq!(store.live().iter().count(), 0);
+        assert!(follow(&mut store, &Event::InitDone));
+        assert!(store.is_synced());
+        assert!(follow(&mut store, &Event::Apply(key("b", "2", "True"))));
+        assert_eq!(store.live().iter().count(), 2);
+        follow(&mut store, &Event::Init);
+        follow(&mut store, &Event::InitApply(key("b", "2", "True")));
+        assert_eq!(
+            store.live().iter().count(),
+            2,
+            "kept until the relist is done"
+        );
+        follow(&mut store, &Event::InitDone);
+        let names: Vec<_> = store
+            .live()
+            .iter()
+            .map(|k| k.metadata.name.clone())
+            .collect();
         assert_eq!(names, [Some("b".to_owned())]);
-        assert!(store.apply(Event::Delete(key("b", "2", "True"))));
-        assert!(store.get("ns", "b").is_none());
+        assert!(follow(&mut store, &Event::Delete(key("b", "2", "True"))));
+        assert!(store.live().get("ns", "b").is_none());
     }
 
     #[test]
@@ -327,12 +279,12 @@ mod tests {
             key("d", "4", "True"),
             key("e", "5", "True"),
         ] {
-            keys.apply(Event::Apply(k));
+            follow(&mut keys, &Event::Apply(k));
         }
         let mut secrets = Store::default();
-        secrets.apply(Event::Apply(secret("a", "1", "r1")));
-        secrets.apply(Event::Apply(secret("b", "2", "r0")));
-        secrets.apply(Event::Apply(secret("e", "other-uid", "r1")));
+        follow(&mut secrets, &Event::Apply(secret("a", "1", "r1")));
+        follow(&mut secrets, &Event::Apply(secret("b", "2", "r0")));
+        follow(&mut secrets, &Event::Apply(secret("e", "other-uid", "r1")));
         let mut tracking = Tracking::default();
         for uid in ["1", "2", "3", "5", "6"] {
             tracking.regenerated(uid, "r1");
@@ -374,9 +326,9 @@ mod tests {
     #[test]
     fn rows_serialise_as_the_page_reads_them() {
         let mut keys = Store::default();
-        keys.apply(Event::Apply(key("a", "1", "True")));
+        follow(&mut keys, &Event::Apply(key("a", "1", "True")));
         let mut secrets = Store::<PartialObjectMeta<Secret>>::default();
-        secrets.apply(Event::Apply(secret("a", "1", "r1")));
+        follow(&mut secrets, &Event::Apply(secret("a", "1", "r1")));
         let mut tracking = Tracking::default();
         tracking.regenerated("1", "r1");
         let json = serde_json::to_value(snapshot(&keys, &secrets, &tracking, None, None)).unwrap();
