@@ -161,6 +161,17 @@ pub fn new_request_value(now: Timestamp) -> String {
     format!("{:.3}", now)
 }
 
+/// One label written `key=value` (`team=payments`; the value may be empty). The key and value are
+/// the API server's to validate. Errors: no `=`, or nothing before it.
+pub fn parse_label(pair: &str) -> Result<(String, String), String> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!("a label is key=value, not {pair:?}")),
+    }
+}
+
 /// How long ago `then` (RFC 3339) was, as kubectl prints ages (`45s`, `12m`, `5h`, `3d`);
 /// in the future (a next rotation) as `in 5h`. `None` when `then` is not a time.
 pub fn age(then: &str, now: Timestamp) -> Option<String> {

@@ -324,17 +324,11 @@ where
 pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut labels = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let Some((key, value)) = pair.split_once('=') else {
-            return Err(format!(
-                "labels are key=value pairs separated by commas; \"{pair}\" has no \"=\""
-            ));
-        };
-        if labels
-            .insert(key.trim().to_owned(), value.trim().to_owned())
-            .is_some()
-        {
-            return Err(format!("label \"{}\" is given twice", key.trim()));
+        let (key, value) = crate::admin::keys::parse_label(pair)?;
+        if labels.contains_key(&key) {
+            return Err(format!("label \"{key}\" is given twice"));
         }
+        labels.insert(key, value);
     }
     Ok(labels)
 }
@@ -412,7 +406,7 @@ mod tests {
             parse_labels("empty="),
             Ok(BTreeMap::from([("empty".to_owned(), String::new())]))
         );
-        assert!(parse_labels("team").unwrap_err().contains("no \"=\""));
+        assert!(parse_labels("team").unwrap_err().contains("key=value"));
         assert!(parse_labels("a=1,a=2").unwrap_err().contains("twice"));
     }
 

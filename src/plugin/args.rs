@@ -69,7 +69,7 @@ pub struct CreateArgs {
     #[arg(long)]
     pub secret_name: Option<String>,
     /// A label of the ApiKey, `key=value`; repeat for more.
-    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    #[arg(short = 'l', long = "label", value_name = "KEY=VALUE", value_parser = crate::admin::keys::parse_label)]
     pub labels: Vec<(String, String)>,
 }
 
@@ -171,14 +171,6 @@ pub struct ConsoleArgs {
     pub all_namespaces: bool,
 }
 
-/// `key=value` of a label.
-fn parse_label(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("a label is KEY=VALUE, not {s:?}")),
-    }
-}
-
 /// Longest `--timeout`: a day.
 const MAX_TIMEOUT_SECONDS: u64 = 86_400;
 
@@ -265,6 +257,7 @@ mod tests {
 
     #[test]
     fn labels_are_key_value() {
+        use crate::admin::keys::parse_label;
         assert_eq!(parse_label("team=x"), Ok(("team".into(), "x".into())));
         assert_eq!(parse_label("empty="), Ok(("empty".into(), String::new())));
         assert!(parse_label("team").is_err());
