@@ -102,7 +102,7 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct Bulk {
     /// Keys of every namespace (with -l, or regenerate's --all; not with names).
-    #[arg(short = 'A', long)]
+    #[arg(short = 'A', long, conflicts_with = "names")]
     pub all_namespaces: bool,
     /// Go on without asking for confirmation. Without it the command asks on the terminal,
     /// and refuses (changing nothing) when there is no terminal to ask on.
@@ -213,6 +213,8 @@ mod tests {
     fn bulk_commands_need_names_a_selector_or_all_and_flags_work_after_the_subcommand() {
         assert!(Cli::try_parse_from(["kubectl-apikey", "regenerate"]).is_err());
         assert!(Cli::try_parse_from(["kubectl-apikey", "delete", "--yes"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-apikey", "delete", "-A", "k", "--yes"]).is_err());
+        assert!(Cli::try_parse_from(["kubectl-apikey", "regenerate", "-A", "-l", "a=b"]).is_ok());
         assert!(
             Cli::try_parse_from(["kubectl-apikey", "delete", "--all"]).is_err(),
             "delete has no --all"

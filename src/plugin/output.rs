@@ -86,7 +86,8 @@ pub fn key_table(keys: &[ApiKey], with_namespace: bool, now: Timestamp) -> Strin
 }
 
 /// The keys a bulk command will touch, shown before it asks: NAMESPACE, NAME, USER, READY, and
-/// for a key that is not Ready, why (such a key is not rotated until that is fixed).
+/// for a key that is not Ready, why (such a key is not rotated until that is fixed), or that no
+/// operator has written its status yet.
 pub fn preview(keys: &[ApiKey]) -> String {
     let rows: Vec<Vec<String>> = keys
         .iter()
@@ -96,6 +97,7 @@ pub fn preview(keys: &[ApiKey]) -> String {
                 ("False", Some(reason)) => {
                     format!("{reason}: {}", r.message.clone().unwrap_or_default())
                 }
+                ("Unknown", _) => "no status yet: is an operator watching this namespace?".into(),
                 _ => String::new(),
             };
             vec![r.namespace, r.name, r.user, r.ready, note]
@@ -167,7 +169,7 @@ pub fn summary(outcomes: &[(String, String, Outcome)]) -> String {
                     state: RegenerateState::Failed { reason, message },
                     ..
                 } => ("failed", format!("{reason}: {message}")),
-                Outcome::Deleted => ("deleted", "gone, with the Secret it controlled".to_owned()),
+                Outcome::Deleted => ("deleted", "gone, and its Secret if it had one".to_owned()),
                 Outcome::TimedOut(detail) => ("timed out", detail.clone()),
                 Outcome::Unverified(detail) => ("unverified", detail.clone()),
                 Outcome::Refused(message) => ("refused", message.clone()),
