@@ -5,10 +5,11 @@
 mod common;
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -32,6 +33,29 @@ struct Console {
     _stdout: BufReader<ChildStdout>,
     url: String,
     port: u16,
+}
+
+impl Console {
+    /// The one-time token of the URL's fragment.
+    fn token(&self) -> &str {
+        self.url.split_once("#token=").expect("a token").1
+    }
+
+    /// `Origin: http://127.0.0.1:PORT`, the console's own.
+    fn origin(&self) -> String {
+        format!("Origin: http://127.0.0.1:{}\r\n", self.port)
+    }
+
+    /// Redeems the URL's token as the page does: (status code, head, body).
+    fn redeem(&self, token: &str) -> (u16, String, String) {
+        let body = json!({ "token": token }).to_string();
+        post(self.port, "/api/session", &body, &self.origin())
+    }
+}
+
+/// `Authorization: Bearer SECRET`.
+fn bearer(secret: &str) -> String {
+    format!("Authorization: Bearer {secret}\r\n")
 }
 
 impl Console {
@@ -62,12 +86,12 @@ impl Console {
             });
         let port = url
             .strip_prefix("http://127.0.0.1:")
-            .and_then(|rest| rest.split('/').next())
+            .and_then(|rest| rest.split(['/', '#']).next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("a 127.0.0.1 URL with a port: {url}"));
         assert!(
-            url.contains("/?token=") && url.len() > 60,
-            "a random token: {url}"
+            url.starts_with(&format!("http://127.0.0.1:{port}/#token=")) && url.len() > 70,
+            "a random token in the fragment: {url}"
         );
         Self {
             _child: child,
@@ -315,6 +339,70 @@ fn post(port: u16, path: &str, body: &str, extra: &str) -> (u16, String, String)
     )
 }
 
+/// The head and body of a response the console sent must not set a cookie, nor allow another
+/// origin.
+fn no_cookie_no_cors(head: &str) {
+    let head = head.to_ascii_lowercase();
+    assert!(!head.contains("set-cookie"), "{head}");
+    assert!(!head.contains("access-control-"), "{head}");
+}
+
+/// A web server of another local user: on another port of 127.0.0.1, it records the head of
+/// every request it gets, and serves at `/` a page that fetches `/probe` from itself (the
+/// reviewer's attack: a browser sends 127.0.0.1's cookies to every port) after trying to read
+/// the console's API across origins and its own `sessionStorage`.
+struct Neighbour {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+impl Neighbour {
+    fn start(console_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let page = format!(
+            "<!doctype html><title>neighbour</title><script>(async () => {{\n\
+             let console = 'blocked';\n\
+             try {{ await fetch('http://127.0.0.1:{console_port}/api/context', {{credentials: 'include'}}); console = 'read'; }} catch {{}}\n\
+             await fetch('/probe?storage=' + sessionStorage.length + '&console=' + console, {{credentials: 'include'}});\n\
+             document.title = 'done';\n\
+             }})();</script>"
+        );
+        let recorded = heads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let mut reader = BufReader::new(stream);
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                let body = if head.starts_with("GET / ") {
+                    page.as_str()
+                } else {
+                    ""
+                };
+                recorded.lock().expect("the record").push(head);
+                let _ = write!(
+                    reader.get_mut(),
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Self { port, heads }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().expect("the record").clone()
+    }
+}
+
 /// An annotation of Secret `name` (metadata only: never its data).
 fn secret_annotation(ns: &TempNamespace, name: &str, annotation: &str) -> String {
     let path = format!(
@@ -339,27 +427,101 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
     let port = console.port;
     let n = ns.name.as_str();
 
-    // Nothing without the token's cookie, not even the page's files or its event stream.
-    for path in ["/", "/console.js", "/api/events", "/api/context"] {
-        let (code, head, body) = get(port, path, "");
-        assert_eq!(code, 403, "{path} without the session cookie: {body}");
+    // The page's files for anyone who reaches the port (nothing secret in them), with the
+    // security headers; the API not without the session's bearer, nor with a wrong one.
+    for path in ["/", "/console.js", "/console.css", "/icon.svg"] {
+        let (code, head, _) = get(port, path, "");
+        assert_eq!(code, 200, "{path}");
         assert!(head.contains("no-store") && head.contains("frame-ancestors 'none'"));
+        assert!(head.contains("nosniff") && head.contains("no-referrer"));
+        no_cookie_no_cors(&head);
+    }
+    for path in ["/api/events", "/api/context"] {
+        for auth in [String::new(), bearer("wrong"), bearer(console.token())] {
+            let (code, head, body) = get(port, path, &auth);
+            assert_eq!(code, 401, "{path} with {auth:?}: {body}");
+            let error: Value = serde_json::from_str(&body).expect("a JSON error");
+            assert!(
+                error["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("session has ended")
+            );
+            no_cookie_no_cors(&head);
+        }
     }
 
     let browser = Browser::start(n).await;
     let c = &browser.client;
     c.goto(&console.url).await.expect("open the console");
-    // The token left the address bar for the cookie.
+    until_text(c, "status", "0 keys").await;
+    // The token left the address bar; no cookie was set; the session is in this tab's storage.
     let here = c.current_url().await.expect("url");
     assert_eq!(here.as_str(), format!("http://127.0.0.1:{port}/"));
-    until_text(c, "status", "0 keys").await;
+    assert!(c.get_all_cookies().await.unwrap().is_empty(), "no cookies");
+    let secret = c
+        .execute(
+            "return sessionStorage.getItem('apikey-console-session');",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let secret = secret
+        .as_str()
+        .expect("a session in sessionStorage")
+        .to_owned();
+    assert_eq!(secret.len(), 43);
     screenshot(c, "01-empty").await;
 
-    // A second redemption of the link is refused.
-    let path_and_token = &console.url[console.url.find("/?").expect("a query")..];
-    let (code, _, body) = get(port, path_and_token, "");
+    // A second redemption of the link is refused, in the words a wrong token gets.
+    let (code, used_head, used) = console.redeem(console.token());
     assert_eq!(code, 403);
-    assert!(body.contains("already used"), "{body}");
+    assert!(used.contains("not valid or was already used"), "{used}");
+    let (code, _, wrong) = console.redeem("wrong");
+    assert_eq!((code, &wrong), (403, &used), "one message for both");
+    no_cookie_no_cors(&used_head);
+
+    // The reviewer's attack: a page on another port of 127.0.0.1, in the same browser, fetches
+    // from itself. Nothing the console issued reaches it: no cookie, no token, no session.
+    let neighbour = Neighbour::start(port);
+    c.goto(&format!("http://127.0.0.1:{}/", neighbour.port))
+        .await
+        .expect("open the neighbour's page");
+    until(
+        c,
+        "the neighbour's page to run",
+        "return document.title === 'done';",
+    )
+    .await;
+    let heads = neighbour.heads();
+    let probe = heads
+        .iter()
+        .find(|h| h.starts_with("GET /probe"))
+        .unwrap_or_else(|| panic!("the probe: {heads:#?}"));
+    assert!(
+        probe.contains("storage=0&console=blocked"),
+        "nothing to read across origins: {probe}"
+    );
+    for head in &heads {
+        assert!(!head.to_ascii_lowercase().contains("\ncookie:"), "{head}");
+        assert!(
+            !head.contains(&secret) && !head.contains(console.token()),
+            "{head}"
+        );
+    }
+    let _ = browser.console_log().await; // the refused cross-origin read is logged: not ours
+    // Back at the console without the token: the tab's session goes on.
+    c.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    until_text(c, "status", "0 keys").await;
+    // Another tab has no session: the page says so.
+    let first = c.window().await.unwrap();
+    let other = c.new_window(true).await.unwrap();
+    c.switch_to_window(other.handle).await.unwrap();
+    c.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+    let ended = until_text(c, "ended", "session has ended").await;
+    assert!(ended.contains("kubectl apikey console"), "{ended}");
+    c.close_window().await.unwrap();
+    c.switch_to_window(first).await.unwrap();
 
     // Create a key through the dialog.
     click(c, "create-button").await;
@@ -384,6 +546,8 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
     wait_ready(&ns, &["alpha", "beta", "gamma"]);
     until_text(c, &format!("ready-{n}/beta"), "True").await;
     until_text(c, &format!("ready-{n}/gamma"), "True").await;
+    assert_eq!(text(c, &format!("labels-{n}/beta")).await, "team=ops");
+    assert_eq!(text(c, &format!("labels-{n}/alpha")).await, "");
     let gamma_generation = secret_annotation(&ns, "gamma", "apikey.dev/generation");
     assert_eq!(gamma_generation, "1");
     screenshot(c, "03-three-keys").await;
@@ -494,57 +658,66 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
     );
     assert!(exists(&ns, "apikey/gamma") && exists(&ns, "secret/gamma"));
 
-    // With the session cookie: another Host, or a POST from another site, is refused; the
-    // console's own origin is not. No CORS headers, ever.
-    let cookie = c
-        .get_all_cookies()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name() == format!("apikey-console-{port}"))
-        .expect("the session cookie");
-    assert_eq!(cookie.http_only(), Some(true));
-    let with_cookie = format!("Cookie: {}={}\r\n", cookie.name(), cookie.value());
-    let (code, head, _) = get(port, "/", &with_cookie);
+    // With the session: another Host, or a POST from another site, is refused; the console's
+    // own origin is not. Without the session, the console's own origin is not enough. No CORS
+    // headers, no cookies, ever.
+    let with_session = bearer(&secret);
+    let (code, head, _) = get(port, "/api/context", &with_session);
     assert_eq!(code, 200);
     assert!(head.contains("default-src 'self'") && head.contains("nosniff"));
-    assert!(!head.to_ascii_lowercase().contains("access-control-"));
+    no_cookie_no_cors(&head);
     let (code, _, _) = http(
         port,
         &format!(
-            "GET / HTTP/1.1\r\nHost: rebind.example:{port}\r\n{with_cookie}Connection: close\r\n\r\n"
+            "GET /api/context HTTP/1.1\r\nHost: rebind.example:{port}\r\n{with_session}Connection: close\r\n\r\n"
         ),
     );
     assert_eq!(code, 403, "a foreign Host");
-    let body = format!(r#"{{"keys":[{{"namespace":"{n}","name":"gamma"}}]}}"#);
+    let body = format!(r#"{{"keys":[{{"namespace":"{n}","name":"gamma","uid":"x"}}]}}"#);
     let (code, head, _) = post(
         port,
         "/api/delete",
         &body,
-        &format!("{with_cookie}Origin: http://evil.example\r\n"),
+        &format!("{with_session}Origin: http://evil.example\r\n"),
     );
     assert_eq!(code, 403, "a foreign Origin");
-    assert!(!head.to_ascii_lowercase().contains("access-control-"));
-    let (code, _, _) = post(port, "/api/delete", &body, &with_cookie);
+    no_cookie_no_cors(&head);
+    let (code, _, _) = post(port, "/api/delete", &body, &with_session);
     assert_eq!(code, 403, "no Origin on a POST");
-    let (code, _, _) = post(
-        port,
-        "/api/delete",
-        &body,
-        &format!("Origin: http://127.0.0.1:{port}\r\n"),
-    );
-    assert_eq!(code, 403, "no cookie");
+    let (code, _, _) = post(port, "/api/delete", &body, &console.origin());
+    assert_eq!(code, 401, "no session");
     assert!(
         exists(&ns, "apikey/gamma"),
         "no refused request touched gamma"
     );
-    let (code, _, body) = post(
+    let (code, head, body) = post(
         port,
         "/api/regenerate",
         r#"{"keys":[]}"#,
-        &format!("{with_cookie}Origin: http://127.0.0.1:{port}\r\n"),
+        &format!("{with_session}{}", console.origin()),
     );
     assert_eq!(code, 422, "the console's own origin gets through: {body}");
+    no_cookie_no_cors(&head);
+    // The token's redemption: only from the console's own origin, at its own address.
+    let token = json!({ "token": console.token() }).to_string();
+    let (code, _, _) = post(
+        port,
+        "/api/session",
+        &token,
+        "Origin: http://evil.example\r\n",
+    );
+    assert_eq!(code, 403, "a redemption from a foreign Origin");
+    let (code, _, _) = post(port, "/api/session", &token, "");
+    assert_eq!(code, 403, "a redemption without Origin");
+    let (code, _, _) = http(
+        port,
+        &format!(
+            "POST /api/session HTTP/1.1\r\nHost: rebind.example:{port}\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{token}",
+            console.origin(),
+            token.len()
+        ),
+    );
+    assert_eq!(code, 403, "a redemption at a foreign Host");
 
     // No script error, no Content-Security-Policy violation, no failed request.
     let log = browser.console_log().await;
@@ -651,4 +824,171 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
     screenshot(c, "09-rbac-forbidden").await;
     assert!(exists(&ns, "apikey/k"));
     c.clone().close().await.expect("end the session");
+}
+
+/// An event stream opened raw and held open: the status code of its answer (the body of a 429).
+fn open_stream(port: u16, secret: &str) -> (u16, String, TcpStream) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET /api/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{}\r\n",
+        bearer(secret)
+    )
+    .expect("send");
+    let mut reader = BufReader::new(stream.try_clone().expect("a second handle"));
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("the status line");
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    let mut rest = String::new();
+    if code != 200 {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = reader.read_to_string(&mut rest);
+    }
+    (code, rest, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_bad_names_stale_uids_and_too_many_streams() {
+    install_crd();
+    let ns = TempNamespace::new("console-limits");
+    let n = ns.name.as_str();
+
+    // Port 80 is refused at start: browsers leave it out of Host and Origin.
+    let out = Command::new(plugin_bin())
+        .args(["console", "--kubeconfig"])
+        .arg(kubeconfig())
+        .args(["-n", n, "--port", "80"])
+        .output()
+        .expect("kubectl-apikey runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("port 80"),
+        "{stderr}"
+    );
+
+    let console = Console::start(&kubeconfig(), n);
+    let port = console.port;
+    let (code, head, body) = console.redeem(console.token());
+    assert_eq!(code, 200, "{body}");
+    no_cookie_no_cors(&head);
+    let granted: Value = serde_json::from_str(&body).expect("JSON");
+    let secret = granted["session"].as_str().expect("a session secret");
+    assert_eq!(secret.len(), 43);
+    assert_ne!(secret, console.token());
+    let auth = format!("{}{}", bearer(secret), console.origin());
+    let act =
+        |path: &str, keys: Value| post(port, path, &json!({ "keys": keys }).to_string(), &auth);
+
+    // Names and namespaces that are not are refused before any API call (the reviewer's
+    // repros: another API path, a subresource, a LIST).
+    ns.apply(&key_yaml("htmlkey", "hank", "", None, None));
+    let uid = ns.jsonpath("apikey/htmlkey", "{.metadata.uid}");
+    let (code, _, body) = get(port, "/api/events?namespace=..%2F..%2Fapi", &bearer(secret));
+    assert_eq!(code, 422, "{body}");
+    for (namespace, name) in [
+        (n, "htmlkey/status"),
+        (n, "?labelSelector=x"),
+        ("../../api", "htmlkey"),
+        ("", "htmlkey"),
+    ] {
+        for path in ["/api/delete", "/api/regenerate"] {
+            let keys = json!([{"namespace": namespace, "name": name, "uid": uid}]);
+            let (code, _, body) = act(path, keys);
+            assert_eq!(code, 422, "{path} {namespace}/{name}: {body}");
+        }
+    }
+    let create = json!({"namespace": n, "name": "k/status", "user": "u"}).to_string();
+    let (code, _, body) = post(port, "/api/keys", &create, &auth);
+    assert_eq!(code, 422, "{body}");
+    let (code, _, _) = act("/api/delete", json!([{"namespace": n, "name": "htmlkey"}]));
+    assert_eq!(code, 422, "no uid");
+    let (code, _, _) = act(
+        "/api/delete",
+        json!([{"namespace": n, "name": "htmlkey", "uid": ""}]),
+    );
+    assert_eq!(code, 422, "an empty uid");
+    let many = vec![json!({"namespace": n, "name": "htmlkey", "uid": uid}); 501];
+    let (code, _, body) = act("/api/delete", json!(many));
+    assert_eq!(code, 422, "501 keys: {body}");
+    assert_eq!(
+        ns.jsonpath("apikey/htmlkey", "{.metadata.uid}"),
+        uid,
+        "untouched"
+    );
+
+    // A key deleted and created again under its name is another object: a request with the UID
+    // the page showed does not touch it, and says why in the API server's words (a delete's UID
+    // precondition: 409 naming both UIDs; the regenerate patch naming the old UID: 422, the UID
+    // is immutable).
+    ns.ok(&["delete", "apikey/htmlkey", "--wait"]);
+    ns.apply(&key_yaml("htmlkey", "hank", "", None, None));
+    let reborn = ns.jsonpath("apikey/htmlkey", "{.metadata.uid}");
+    assert_ne!(reborn, uid);
+    for (path, status, words) in [
+        ("/api/regenerate", 422, [uid.as_str(), "immutable"]),
+        ("/api/delete", 409, [uid.as_str(), reborn.as_str()]),
+    ] {
+        let (code, _, body) = act(
+            path,
+            json!([{"namespace": n, "name": "htmlkey", "uid": uid}]),
+        );
+        assert_eq!(code, 200, "{body}");
+        let result = &serde_json::from_str::<Value>(&body).expect("JSON")["results"][0];
+        assert_eq!(
+            (result["ok"].as_bool(), result["code"].as_u64()),
+            (Some(false), Some(status)),
+            "{path}: {body}"
+        );
+        let message = result["error"].as_str().unwrap_or_default();
+        assert!(
+            words.iter().all(|w| message.contains(w)),
+            "{path}: {message}"
+        );
+    }
+    assert_eq!(
+        ns.jsonpath("apikey/htmlkey", "{.metadata.uid}"),
+        reborn,
+        "not deleted"
+    );
+    let annotation = ns.jsonpath(
+        "apikey/htmlkey",
+        "{.metadata.annotations.apikey\\.dev/regenerate}",
+    );
+    assert_eq!(annotation, "", "not regenerated");
+    let (code, _, body) = act(
+        "/api/delete",
+        json!([{"namespace": n, "name": "htmlkey", "uid": reborn}]),
+    );
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#""ok":true"#),
+        "its own UID deletes it: {body}"
+    );
+
+    // At most 8 live tables at once; a slot frees when its page goes.
+    let mut open: Vec<TcpStream> = (0..8)
+        .map(|i| {
+            let (code, body, stream) = open_stream(port, secret);
+            assert_eq!(code, 200, "stream {i}: {body}");
+            stream
+        })
+        .collect();
+    let (code, body, _) = open_stream(port, secret);
+    assert_eq!(code, 429, "the 9th stream: {body}");
+    assert!(body.contains("at most 8"), "{body}");
+    drop(open.pop());
+    let started = Instant::now();
+    let (code, _, _stream) = eventually("a freed slot", Duration::from_secs(20), || {
+        let (code, body, stream) = open_stream(port, secret);
+        (code == 200).then_some((code, body, stream))
+    });
+    assert_eq!(code, 200);
+    println!(
+        "a closed stream's slot was free again after {:?}",
+        started.elapsed()
+    );
 }

@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::keys::{RegenerateState, controlled_by, regenerate_state};
@@ -114,34 +115,64 @@ pub async fn create(
     Ok(api.create(&params, &key).await?)
 }
 
-/// Sets `apikey.dev/regenerate` to `value` on `key` (a JSON merge patch naming the key's UID, so
-/// that a key deleted and created again under the same name is not touched). One call per key:
-/// the API server has no bulk patch; a failure of one key does not stop the others.
-pub async fn request_regenerate(client: &Client, key: &ApiKey, value: &str) -> Result<()> {
-    let (namespace, name) = key.namespace_and_name()?;
-    let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
+/// One ApiKey as an action names it: where it is and which object it is. The UID makes the
+/// action conditional: a key deleted and created again under the same name is another object,
+/// and the API server refuses the call instead of touching it. JSON (the console's requests):
+/// `{"namespace":"ns","name":"k","uid":"..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    /// `metadata.namespace`.
+    pub namespace: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.uid`, as the caller saw the key.
+    pub uid: String,
+}
+
+impl KeyRef {
+    /// The reference of `key`, read from the cluster. Errors: a missing namespace, name or UID.
+    pub fn of(key: &ApiKey) -> Result<Self> {
+        let (namespace, name) = key.namespace_and_name()?;
+        let uid = key.metadata.uid.as_deref();
+        let uid = uid.ok_or(Error::MissingField("metadata.uid"))?;
+        Ok(Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+        })
+    }
+}
+
+/// Sets `apikey.dev/regenerate` to `value` on `key` (a JSON merge patch naming the key's UID: when
+/// the key of that name is another object now, the API server refuses it, 422 `metadata.uid:
+/// Invalid value: "UID": field is immutable`). One call per key: the API server has no bulk
+/// patch; a failure of one key does not stop the others.
+pub async fn request_regenerate(client: &Client, key: &KeyRef, value: &str) -> Result<()> {
+    let api: Api<ApiKey> = Api::namespaced(client.clone(), &key.namespace);
     let patch = json!({"metadata": {
-        "uid": key.metadata.uid,
+        "uid": key.uid,
         "annotations": {REGENERATE_ANNOTATION: value},
     }});
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..Default::default()
     };
-    api.patch(name, &params, &Patch::Merge(&patch)).await?;
+    api.patch(&key.name, &params, &Patch::Merge(&patch)).await?;
     Ok(())
 }
 
-/// Deletes `key` (only this object: a precondition on its UID), leaving its Secret to garbage
-/// collection through the Secret's ownerReference, as `kubectl delete` does.
-pub async fn delete(client: &Client, key: &ApiKey) -> Result<()> {
-    let (namespace, name) = key.namespace_and_name()?;
-    let api: Api<ApiKey> = Api::namespaced(client.clone(), namespace);
+/// Deletes `key` (only this object: a precondition on its UID, 409 Conflict `Precondition failed:
+/// UID in precondition: ..., UID in object meta: ...` when the key of that name is another object
+/// now), leaving its Secret to garbage collection through the Secret's
+/// ownerReference, as `kubectl delete` does.
+pub async fn delete(client: &Client, key: &KeyRef) -> Result<()> {
+    let api: Api<ApiKey> = Api::namespaced(client.clone(), &key.namespace);
     let params = DeleteParams::background().preconditions(Preconditions {
-        uid: key.metadata.uid.clone(),
+        uid: Some(key.uid.clone()),
         resource_version: None,
     });
-    api.delete(name, &params).await?;
+    api.delete(&key.name, &params).await?;
     Ok(())
 }
 
@@ -214,4 +245,33 @@ pub fn with_causes(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_ref_names_the_object_by_its_uid() {
+        let mut key = ApiKey::new(
+            "k",
+            ApiKeySpec {
+                user: "u".into(),
+                secret_name: None,
+                rotation: None,
+                expires_at: None,
+                rollout_restart: vec![],
+            },
+        );
+        key.metadata.namespace = Some("ns".into());
+        assert!(matches!(
+            KeyRef::of(&key),
+            Err(Error::MissingField("metadata.uid"))
+        ));
+        key.metadata.uid = Some("uid-1".into());
+        let expected: KeyRef =
+            serde_json::from_str(r#"{"namespace":"ns","name":"k","uid":"uid-1"}"#).unwrap();
+        assert_eq!(KeyRef::of(&key).unwrap(), expected);
+        assert!(serde_json::from_str::<KeyRef>(r#"{"namespace":"ns","name":"k"}"#).is_err());
+    }
 }

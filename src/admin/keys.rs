@@ -19,6 +19,9 @@ pub struct KeyRow {
     pub namespace: String,
     /// Name of the ApiKey.
     pub name: String,
+    /// `metadata.uid` (empty if unset): which object the row is, for actions that must not touch
+    /// a key created again under the same name.
+    pub uid: String,
     /// `spec.user`.
     pub user: String,
     /// `status.clientId`, once the operator has written the key.
@@ -53,6 +56,7 @@ impl KeyRow {
         Self {
             namespace: key.metadata.namespace.clone().unwrap_or_default(),
             name: key.metadata.name.clone().unwrap_or_default(),
+            uid: key.metadata.uid.clone().unwrap_or_default(),
             user: key.spec.user.clone(),
             client_id: status.and_then(|s| s.client_id.clone()),
             secret_name: key.secret_name(),
@@ -306,6 +310,7 @@ mod tests {
             (row.namespace.as_str(), row.name.as_str(), row.user.as_str()),
             ("ns", "k", "alice")
         );
+        assert_eq!(row.uid, "uid-1");
         assert_eq!(row.client_id.as_deref(), Some("id"));
         assert_eq!(row.secret_name, "k");
         assert_eq!(

@@ -9,6 +9,8 @@
 //! states fall back to what the ApiKey alone tells. Failed watches are retried with kube's
 //! default backoff (0.8 s doubling to 30 s).
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
@@ -40,12 +42,14 @@ pub struct Scope {
 }
 
 /// Snapshots of the keys in `scope` with this console's actions (`tracking`), one whenever what
-/// the table shows changes. Ends when `shutdown` turns true (or its sender is gone), so that a
-/// graceful shutdown does not wait for the page to close its stream.
+/// the table shows changes. A scope without a label selector sees every key of its namespace
+/// (or of all), so it also drops from `tracking` the keys that are gone. Ends when `shutdown`
+/// turns true (or its sender is gone), so that a graceful shutdown does not wait for the page to
+/// close its stream.
 pub fn snapshots(
     client: Client,
     scope: Scope,
-    tracking: watch::Receiver<Tracking>,
+    tracking: Arc<watch::Sender<Tracking>>,
     shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Snapshot> + Send + 'static {
     let keys: Api<ApiKey> = api(&client, scope.namespace.as_deref());
@@ -63,7 +67,9 @@ pub fn snapshots(
         secret_store: Store::default(),
         error: None,
         secrets_error: None,
-        tracking,
+        tracking: tracking.subscribe(),
+        tracker: tracking,
+        prunes: scope.selector.trim().is_empty().then_some(scope.namespace),
         shutdown,
         sent: None,
     };
@@ -91,6 +97,10 @@ struct Live {
     error: Option<String>,
     secrets_error: Option<String>,
     tracking: watch::Receiver<Tracking>,
+    tracker: Arc<watch::Sender<Tracking>>,
+    /// The namespace (`None`: all) whose gone keys this stream drops from the tracking, when it
+    /// watches without a label selector.
+    prunes: Option<Option<String>>,
     shutdown: watch::Receiver<bool>,
     /// The last snapshot sent: an identical one is not sent again.
     sent: Option<Snapshot>,
@@ -126,6 +136,7 @@ impl Live {
                 _ = self.shutdown.changed() => return None,
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {
                     due = None;
+                    self.prune();
                     if self.key_store.is_synced() || self.error.is_some() {
                         let next = snapshot(
                             &self.key_store,
@@ -146,6 +157,24 @@ impl Live {
                 due = Some(Instant::now() + COALESCE);
             }
         }
+    }
+}
+
+impl Live {
+    /// Drops from the tracking the keys this stream's complete, unfiltered and working watch no
+    /// longer has.
+    fn prune(&self) {
+        let Some(namespace) = &self.prunes else {
+            return;
+        };
+        if !self.key_store.is_synced() || self.error.is_some() {
+            return;
+        }
+        let present: HashSet<&str> = (self.key_store.live().iter())
+            .filter_map(|k| k.metadata.uid.as_deref())
+            .collect();
+        self.tracker
+            .send_if_modified(|t| t.forget_missing(namespace.as_deref(), &present));
     }
 }
 

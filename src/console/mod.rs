@@ -2,14 +2,16 @@
 //! web page on 127.0.0.1, acting with the caller's own client (kubeconfig and RBAC): no endpoint
 //! in the cluster, no rights beyond the caller's.
 //!
-//! It is opened with a one-time random token in its URL, exchanged for a session cookie
-//! ([`session`]); every request is checked for the console's own `Host` and `Origin`; it sends no
-//! CORS headers. The table is live ([`live`]: watches of the ApiKeys and of the Secrets'
-//! metadata, never their data); [`api`] has the handlers; the page's HTML, script, style sheet
-//! and icon are served from the binary.
+//! It is opened with a one-time random token in its URL's fragment, which the page exchanges for
+//! a session secret it sends as a bearer on every API call ([`session`]; no cookies); every
+//! request is checked for the console's own `Host` and `Origin`; it sends no CORS headers. The
+//! table is live ([`live`]: watches of the ApiKeys and of the Secrets' metadata, never their
+//! data); [`api`] has the handlers; the page's HTML, script, style sheet and icon are served from
+//! the binary, to anyone who may reach the port (they hold nothing secret).
 
 pub mod api;
 pub mod live;
+pub mod names;
 pub mod rows;
 pub mod session;
 
@@ -25,12 +27,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kube::Client;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
-use crate::Result;
-use crate::console::api::AppState;
+use crate::console::api::{AppState, MAX_STREAMS, SESSION_ENDED};
 use crate::console::rows::Tracking;
-use crate::console::session::{Redemption, Session, token_of};
+use crate::console::session::Session;
+use crate::{Error, Result};
 
 /// How the console is served.
 #[derive(Clone, Debug)]
@@ -53,9 +55,11 @@ pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Serves the console on 127.0.0.1:`options.port` until SIGINT or SIGTERM. Prints exactly one
-/// line to stdout, `Console: http://127.0.0.1:PORT/?token=TOKEN`, and a hint to stderr.
-/// Errors: the port cannot be bound, the random number generator fails, or stdout is closed.
+/// line to stdout, `Console: http://127.0.0.1:PORT/#token=TOKEN`, and a hint to stderr.
+/// Errors: port 80 ([`check_port`]), the port cannot be bound, the random number generator
+/// fails, or stdout is closed.
 pub async fn serve(client: Client, options: Options) -> Result<()> {
+    check_port(options.port)?;
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, options.port)).await?;
     let port = listener.local_addr()?.port();
     let session = Arc::new(Session::generate(port)?);
@@ -66,6 +70,7 @@ pub async fn serve(client: Client, options: Options) -> Result<()> {
         session: session.clone(),
         tracking: Arc::new(watch::Sender::new(Tracking::default())),
         shutdown: stopped.clone(),
+        streams: Arc::new(Semaphore::new(MAX_STREAMS)),
     };
     {
         let mut out = std::io::stdout().lock();
@@ -90,13 +95,25 @@ pub async fn serve(client: Client, options: Options) -> Result<()> {
     Ok(())
 }
 
-/// The console's routes behind [`guard`].
+/// Refuses port 80: browsers leave the default port out of `Host` and `Origin`, which would then
+/// not name the console's port and be refused. Errors: `port` is 80.
+pub fn check_port(port: u16) -> Result<()> {
+    if port == 80 {
+        return Err(Error::Config(
+            "the console cannot use port 80 (browsers leave it out of Host and Origin, which the console checks): choose another --port, or 0 for any free one".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The console's routes, each request checked first (`Host`, `Origin`, the session).
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(api::index))
         .route("/console.js", get(api::script))
         .route("/console.css", get(api::style))
         .route("/icon.svg", get(api::icon))
+        .route("/api/session", post(api::session))
         .route("/api/context", get(api::context))
         .route("/api/events", get(api::events))
         .route("/api/keys", post(api::create))
@@ -107,8 +124,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Checks every request ([`session`]: `Host`, `Origin`, the token's redemption, the cookie) and
-/// adds the security headers to every response, refusals included.
+/// Whether a request for `path` needs the session's bearer: everything but the page's files and
+/// the token's redemption.
+pub fn needs_session(path: &str) -> bool {
+    !matches!(
+        path,
+        "/" | "/console.js" | "/console.css" | "/icon.svg" | "/api/session"
+    )
+}
+
+/// Checks every request ([`session`]: `Host`, `Origin`, the bearer) and adds the security
+/// headers to every response, refusals included. Never a `Set-Cookie`, never a CORS header.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let mut response = admit(&state.session, request, next).await;
     let headers = response.headers_mut();
@@ -135,30 +161,17 @@ async fn admit(session: &Session, request: Request, next: Next) -> Response {
     if !session.origin_allowed(safe, text(headers, header::ORIGIN)) {
         return refuse("Requests from other sites are refused.");
     }
-    let cookies = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let authenticated = session.authenticated(cookies);
-    let token = (request.uri().path() == "/")
-        .then(|| token_of(request.uri().query()))
-        .flatten();
-    match (token, authenticated) {
-        (Some(_), true) => see_other(None),
-        (Some(token), false) => match session.redeem(&token) {
-            Redemption::Granted(cookie) => see_other(Some(cookie)),
-            Redemption::AlreadyUsed => refuse(
-                "This console link was already used. Start `kubectl apikey console` again for a new link.",
-            ),
-            Redemption::Wrong => refuse(
-                "This console link is not valid. Use the link `kubectl apikey console` printed.",
-            ),
-        },
-        (None, true) => next.run(request).await,
-        (None, false) => refuse(
-            "Open the console with the link `kubectl apikey console` printed (it works once; start the console again for a new one).",
-        ),
+    if needs_session(request.uri().path())
+        && !session.authorized(text(headers, header::AUTHORIZATION))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            axum::Json(serde_json::json!({"error": SESSION_ENDED})),
+        )
+            .into_response();
     }
+    next.run(request).await
 }
 
 fn text(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -172,15 +185,6 @@ fn refuse(message: &'static str) -> Response {
         format!("{message}\n"),
     )
         .into_response()
-}
-
-/// `303 See Other` to `/` (RFC 9110 §15.4.4), setting `cookie` if given.
-fn see_other(cookie: Option<String>) -> Response {
-    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -197,4 +201,44 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pages_files_and_the_redemption_go_without_the_session() {
+        for public in [
+            "/",
+            "/console.js",
+            "/console.css",
+            "/icon.svg",
+            "/api/session",
+        ] {
+            assert!(!needs_session(public), "{public}");
+        }
+        for private in [
+            "/api/events",
+            "/api/context",
+            "/api/keys",
+            "/api/delete",
+            "/api/regenerate",
+            "/api/session/",
+            "/api",
+            "/other",
+        ] {
+            assert!(needs_session(private), "{private}");
+        }
+    }
+
+    #[test]
+    fn port_80_is_refused() {
+        assert!(check_port(0).is_ok() && check_port(8080).is_ok());
+        let error = check_port(80).unwrap_err().to_string();
+        assert!(
+            error.contains("port 80") && error.contains("--port"),
+            "{error}"
+        );
+    }
 }

@@ -8,6 +8,7 @@ use kube::Resource;
 use kube::runtime::watcher::Event;
 use serde::Serialize;
 
+use crate::admin::actions::KeyRef;
 use crate::admin::keys::{KeyRow, RegenerateState, regenerate_state};
 use crate::crd::ApiKey;
 use crate::mirror::{ByName, Mirror};
@@ -24,33 +25,49 @@ pub fn follow<K: Resource + Clone>(store: &mut Store<K>, event: &Event<K>) -> bo
 }
 
 /// What this console asked of which key, by the key's UID (so that a key deleted and created
-/// again under its name starts clean). Kept in memory for as long as the console runs.
+/// again under its name starts clean), with the key's namespace. An entry is dropped once a
+/// watch of its namespace no longer has the key ([`Tracking::forget_missing`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tracking {
-    regenerate: HashMap<String, String>,
-    deleting: HashSet<String>,
+    /// UID → (namespace, regenerate value).
+    regenerate: HashMap<String, (String, String)>,
+    /// UID → namespace.
+    deleting: HashMap<String, String>,
 }
 
 impl Tracking {
-    /// Records that the key with `uid` was asked for a new client secret with regenerate value
-    /// `request`.
-    pub fn regenerated(&mut self, uid: &str, request: &str) {
-        self.regenerate.insert(uid.to_owned(), request.to_owned());
+    /// Records that `key` was asked for a new client secret with regenerate value `request`.
+    pub fn regenerated(&mut self, key: &KeyRef, request: &str) {
+        self.regenerate
+            .insert(key.uid.clone(), (key.namespace.clone(), request.to_owned()));
     }
 
-    /// Records that the key with `uid` was deleted (it shows as deleting until it is gone).
-    pub fn deleted(&mut self, uid: &str) {
-        self.deleting.insert(uid.to_owned());
+    /// Records that `key` was deleted (it shows as deleting until it is gone).
+    pub fn deleted(&mut self, key: &KeyRef) {
+        self.deleting.insert(key.uid.clone(), key.namespace.clone());
+    }
+
+    /// Forgets the keys of `namespace` (`None`: every namespace) whose UIDs are not in `present`,
+    /// the UIDs a complete, unfiltered watch of that namespace holds: those keys are gone.
+    /// Returns whether anything was forgotten.
+    pub fn forget_missing(&mut self, namespace: Option<&str>, present: &HashSet<&str>) -> bool {
+        let before = self.regenerate.len() + self.deleting.len();
+        let keep = |uid: &String, ns: &String| {
+            present.contains(uid.as_str()) || namespace.is_some_and(|n| n != ns)
+        };
+        self.regenerate.retain(|uid, (ns, _)| keep(uid, ns));
+        self.deleting.retain(|uid, ns| keep(uid, ns));
+        before != self.regenerate.len() + self.deleting.len()
     }
 
     /// The state of this console's last action on `key`, whose Secret's metadata is `secret`
     /// (`None`: not there, or not readable).
     pub fn action(&self, key: &ApiKey, secret: Option<&ObjectMeta>) -> Option<Action> {
         let uid = key.metadata.uid.as_deref()?;
-        if self.deleting.contains(uid) {
+        if self.deleting.contains_key(uid) {
             return Some(Action::deleting());
         }
-        let request = self.regenerate.get(uid)?;
+        let (_, request) = self.regenerate.get(uid)?;
         Some(Action::regenerate(regenerate_state(key, secret, request)))
     }
 }
@@ -216,6 +233,14 @@ mod tests {
         key
     }
 
+    fn key_ref(namespace: &str, uid: &str) -> KeyRef {
+        KeyRef {
+            namespace: namespace.into(),
+            name: format!("name-{uid}"),
+            uid: uid.into(),
+        }
+    }
+
     fn secret(name: &str, owner: &str, handled: &str) -> PartialObjectMeta<Secret> {
         PartialObjectMeta {
             types: None,
@@ -287,9 +312,9 @@ mod tests {
         follow(&mut secrets, &Event::Apply(secret("e", "other-uid", "r1")));
         let mut tracking = Tracking::default();
         for uid in ["1", "2", "3", "5", "6"] {
-            tracking.regenerated(uid, "r1");
+            tracking.regenerated(&key_ref("ns", uid), "r1");
         }
-        tracking.deleted("4");
+        tracking.deleted(&key_ref("ns", "4"));
 
         let snap = snapshot(&keys, &secrets, &tracking, None, Some("forbidden"));
         let states: Vec<_> = snap
@@ -330,16 +355,39 @@ mod tests {
         let mut secrets = Store::<PartialObjectMeta<Secret>>::default();
         follow(&mut secrets, &Event::Apply(secret("a", "1", "r1")));
         let mut tracking = Tracking::default();
-        tracking.regenerated("1", "r1");
+        tracking.regenerated(&key_ref("ns", "1"), "r1");
         let json = serde_json::to_value(snapshot(&keys, &secrets, &tracking, None, None)).unwrap();
         let row = &json["keys"][0];
         assert_eq!(row["namespace"], "ns");
         assert_eq!(row["name"], "a");
+        assert_eq!(row["uid"], "1");
+        assert_eq!(row["labels"], serde_json::json!({}));
         assert_eq!(row["secretName"], "a");
         assert_eq!(row["action"]["kind"], "regenerate");
         assert_eq!(row["action"]["state"], "rotated");
         assert!(row["action"].get("reason").is_none());
         assert!(json["error"].is_null());
         assert!(json["secretsError"].is_null());
+    }
+
+    #[test]
+    fn keys_gone_from_their_namespace_are_forgotten() {
+        let mut tracking = Tracking::default();
+        tracking.regenerated(&key_ref("ns", "1"), "r1");
+        tracking.regenerated(&key_ref("ns", "2"), "r1");
+        tracking.deleted(&key_ref("ns", "3"));
+        tracking.deleted(&key_ref("other", "4"));
+        let present = HashSet::from(["1"]);
+        assert!(tracking.forget_missing(Some("ns"), &present));
+        assert!(
+            !tracking.forget_missing(Some("ns"), &present),
+            "nothing more"
+        );
+        let mut expected = Tracking::default();
+        expected.regenerated(&key_ref("ns", "1"), "r1");
+        expected.deleted(&key_ref("other", "4"));
+        assert_eq!(tracking, expected, "another namespace's keys stay");
+        assert!(tracking.forget_missing(None, &HashSet::new()));
+        assert_eq!(tracking, Tracking::default());
     }
 }

@@ -1,15 +1,25 @@
-//! Who may drive the console: the one-time token of the printed URL, the session cookie it is
+//! Who may drive the console: the one-time token of the printed URL, the session secret it is
 //! exchanged for, and the `Host` and `Origin` checks. Pure: no I/O beyond the random values that
 //! [`Session::generate`] draws.
 //!
-//! The flow: `kubectl apikey console` prints `http://127.0.0.1:PORT/?token=T`; the first
-//! `GET /?token=T` ([`Session::redeem`]) sets a cookie holding a different random value
-//! (RFC 6265 §4.1, `HttpOnly; SameSite=Strict; Path=/`) and redirects to `/`, so the token leaves
-//! the address bar and the history; a second redemption is refused. Every other request must
-//! carry the cookie ([`Session::authenticated`]). `Host` must name the console's own address
-//! (DNS rebinding: a foreign name resolving to 127.0.0.1 is refused, [`Session::host_allowed`]);
-//! `Origin` (RFC 6454), required on every request that is not `GET` or `HEAD`, must be the
-//! console's own ([`Session::origin_allowed`]).
+//! No cookies: a browser sends a cookie of 127.0.0.1 to every port of 127.0.0.1 (RFC 6265
+//! §8.5), so a page another local user serves on another port would receive it. Instead:
+//!
+//! 1. `kubectl apikey console` prints `http://127.0.0.1:PORT/#token=T`. The fragment never
+//!    reaches a server, a log or a `Referer`.
+//! 2. The page (served to anyone who may reach the port: it holds nothing secret) reads `T`, clears
+//!    it from the address bar and the history, and posts it once to `/api/session`
+//!    ([`Session::redeem`], constant-time, one-time: a second redemption and a wrong token get
+//!    one and the same refusal).
+//! 3. It receives the session secret, keeps it in `sessionStorage` (one origin, port included,
+//!    one tab) and sends it as `Authorization: Bearer SECRET` on every `/api` request
+//!    ([`Session::authorized`]). A browser never adds that header by itself, and another origin
+//!    cannot read this origin's storage.
+//!
+//! On every request `Host` must name the console's own address (DNS rebinding: a foreign name
+//! resolving to 127.0.0.1 is refused, [`Session::host_allowed`]); `Origin` (RFC 6454), required
+//! on every request that is not `GET` or `HEAD`, must be the console's own
+//! ([`Session::origin_allowed`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,15 +30,15 @@ use subtle::ConstantTimeEq as _;
 use crate::Result;
 use crate::credentials::random_bytes;
 
-/// Bytes of randomness in the URL token and in the session cookie (256 bits each).
+/// Bytes of randomness in the URL token and in the session secret (256 bits each).
 pub const SECRET_BYTES: usize = 32;
 
-/// The console's credentials: the URL token (redeemable once) and the session cookie's value.
-/// Its `Debug` shows neither.
+/// The console's credentials: the URL token (redeemable once) and the session secret. Its
+/// `Debug` shows neither.
 pub struct Session {
     port: u16,
     token: String,
-    cookie_value: String,
+    secret: String,
     redeemed: AtomicBool,
 }
 
@@ -41,75 +51,50 @@ impl std::fmt::Debug for Session {
     }
 }
 
-/// What [`Session::redeem`] decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Redemption {
-    /// The token was right and unused: set this `Set-Cookie` value and redirect.
-    Granted(String),
-    /// The token was right but already exchanged for a cookie.
-    AlreadyUsed,
-    /// The token was wrong.
-    Wrong,
-}
-
 impl Session {
-    /// A session for the console listening on 127.0.0.1:`port`, with a URL token and a cookie
-    /// value of [`SECRET_BYTES`] each from the operating system's CSPRNG, base64url without
+    /// A session for the console listening on 127.0.0.1:`port`, with a URL token and a session
+    /// secret of [`SECRET_BYTES`] each from the operating system's CSPRNG, base64url without
     /// padding (43 characters). Errors: the random number generator failed.
     pub fn generate(port: u16) -> Result<Self> {
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<SECRET_BYTES>()?);
-        let cookie = URL_SAFE_NO_PAD.encode(random_bytes::<SECRET_BYTES>()?);
-        Ok(Self::with_secrets(port, token, cookie))
+        let secret = URL_SAFE_NO_PAD.encode(random_bytes::<SECRET_BYTES>()?);
+        Ok(Self::with_secrets(port, token, secret))
     }
 
-    /// A session with the given token and cookie value (tests choose them).
-    pub fn with_secrets(port: u16, token: String, cookie_value: String) -> Self {
+    /// A session with the given token and session secret (tests choose them).
+    pub fn with_secrets(port: u16, token: String, secret: String) -> Self {
         Self {
             port,
             token,
-            cookie_value,
+            secret,
             redeemed: AtomicBool::new(false),
         }
     }
 
-    /// The URL to open: `http://127.0.0.1:PORT/?token=TOKEN`.
+    /// The URL to open: `http://127.0.0.1:PORT/#token=TOKEN`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/?token={}", self.port, self.token)
+        format!("http://127.0.0.1:{}/#token={}", self.port, self.token)
     }
 
-    /// Name of the session cookie: `apikey-console-PORT`. Cookies do not keep ports apart
-    /// (RFC 6265 §8.5), so two consoles open in one browser need names of their own.
-    pub fn cookie_name(&self) -> String {
-        format!("apikey-console-{}", self.port)
-    }
-
-    /// Exchanges `presented` (the `token` query parameter) for the session cookie, once.
-    /// Compared in constant time.
-    pub fn redeem(&self, presented: &str) -> Redemption {
+    /// Exchanges `presented` (the token of the URL's fragment) for the session secret, once.
+    /// Compared in constant time. `None` for a wrong token and for a token already exchanged
+    /// alike; a wrong token does not use up the right one.
+    pub fn redeem(&self, presented: &str) -> Option<&str> {
         if !bool::from(presented.as_bytes().ct_eq(self.token.as_bytes())) {
-            return Redemption::Wrong;
+            return None;
         }
-        if self.redeemed.swap(true, Ordering::SeqCst) {
-            return Redemption::AlreadyUsed;
-        }
-        Redemption::Granted(format!(
-            "{}={}; HttpOnly; SameSite=Strict; Path=/",
-            self.cookie_name(),
-            self.cookie_value
-        ))
+        (!self.redeemed.swap(true, Ordering::SeqCst)).then_some(self.secret.as_str())
     }
 
-    /// Whether one of `cookie_headers` (the values of the request's `Cookie` headers,
-    /// `name=value; name2=value2`, RFC 6265 §4.2) holds the session cookie. Compared in
-    /// constant time.
-    pub fn authenticated<'a>(&self, cookie_headers: impl IntoIterator<Item = &'a str>) -> bool {
-        let name = self.cookie_name();
-        cookie_headers
-            .into_iter()
-            .flat_map(|header| header.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(n, _)| *n == name)
-            .any(|(_, value)| bool::from(value.as_bytes().ct_eq(self.cookie_value.as_bytes())))
+    /// Whether `authorization` (the `Authorization` header) is `Bearer SECRET` (RFC 6750 §2.1;
+    /// the scheme's case does not matter) with this session's secret. Compared in constant time.
+    pub fn authorized(&self, authorization: Option<&str>) -> bool {
+        authorization
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, secret)| {
+                bool::from(secret.trim().as_bytes().ct_eq(self.secret.as_bytes()))
+            })
     }
 
     /// Whether `host` (the `Host` header) names this console: `127.0.0.1:PORT` or
@@ -135,48 +120,42 @@ impl Session {
     }
 }
 
-/// The `token` parameter of a URL query (`token=...&...`, form-urlencoded), if present.
-pub fn token_of(query: Option<&str>) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn session() -> Session {
-        Session::with_secrets(8123, "tok".into(), "cookie".into())
+        Session::with_secrets(8123, "tok".into(), "secret".into())
     }
 
     #[test]
-    fn the_token_is_redeemed_once_for_a_strict_http_only_cookie() {
+    fn the_token_is_redeemed_once_and_wrong_or_used_tokens_look_alike() {
         let s = session();
-        assert_eq!(s.redeem("wrong"), Redemption::Wrong);
-        assert_eq!(s.redeem(""), Redemption::Wrong);
+        assert_eq!(s.redeem("wrong"), None);
+        assert_eq!(s.redeem(""), None);
         assert_eq!(
             s.redeem("tok"),
-            Redemption::Granted(
-                "apikey-console-8123=cookie; HttpOnly; SameSite=Strict; Path=/".into()
-            )
+            Some("secret"),
+            "a wrong try did not use it up"
         );
-        assert_eq!(s.redeem("tok"), Redemption::AlreadyUsed);
-        assert_eq!(s.redeem("wrong"), Redemption::Wrong);
+        assert_eq!(s.redeem("tok"), None);
+        assert_eq!(s.redeem("wrong"), None);
     }
 
     #[test]
-    fn only_the_session_cookie_authenticates() {
+    fn only_the_session_secret_as_a_bearer_authorizes() {
         let s = session();
-        assert!(s.authenticated(["apikey-console-8123=cookie"]));
-        assert!(s.authenticated(["a=b; apikey-console-8123=cookie; c=d"]));
-        assert!(s.authenticated(["a=b", "apikey-console-8123=cookie"]));
-        assert!(!s.authenticated([]));
-        assert!(!s.authenticated(["apikey-console-8123=cookie2"]));
-        assert!(!s.authenticated(["apikey-console-8123=cooki"]));
-        assert!(!s.authenticated(["apikey-console-8124=cookie"]));
-        assert!(!s.authenticated(["apikey-console-8123=tok"]));
-        assert!(!s.authenticated(["apikey-console-8123"]));
+        assert!(s.authorized(Some("Bearer secret")));
+        assert!(s.authorized(Some("bearer secret")));
+        assert!(!s.authorized(None));
+        assert!(!s.authorized(Some("")));
+        assert!(!s.authorized(Some("Bearer")));
+        assert!(!s.authorized(Some("Bearer ")));
+        assert!(!s.authorized(Some("Bearer secre")));
+        assert!(!s.authorized(Some("Bearer secret2")));
+        assert!(!s.authorized(Some("Bearer tok")));
+        assert!(!s.authorized(Some("Basic secret")));
+        assert!(!s.authorized(Some("secret")));
     }
 
     #[test]
@@ -208,16 +187,13 @@ mod tests {
     }
 
     #[test]
-    fn generated_secrets_are_long_distinct_and_the_url_carries_only_the_token() {
+    fn generated_secrets_are_long_distinct_and_the_url_carries_the_token_in_its_fragment() {
         let s = Session::generate(8123).unwrap();
         assert_eq!(s.token.len(), 43);
-        assert_eq!(s.cookie_value.len(), 43);
-        assert_ne!(s.token, s.cookie_value);
-        assert_eq!(s.url(), format!("http://127.0.0.1:8123/?token={}", s.token));
+        assert_eq!(s.secret.len(), 43);
+        assert_ne!(s.token, s.secret);
+        assert_eq!(s.url(), format!("http://127.0.0.1:8123/#token={}", s.token));
         assert!(!format!("{s:?}").contains(&s.token));
-        assert!(!format!("{s:?}").contains(&s.cookie_value));
-        assert_eq!(token_of(Some("token=a%2Bb&x=1")).as_deref(), Some("a+b"));
-        assert_eq!(token_of(Some("x=1")), None);
-        assert_eq!(token_of(None), None);
+        assert!(!format!("{s:?}").contains(&s.secret));
     }
 }

@@ -21,7 +21,7 @@ use super::args::{
     TokenArgs,
 };
 use super::output::{self, Outcome};
-use crate::admin::actions::{self, Selection, api_message};
+use crate::admin::actions::{self, KeyRef, Selection, api_message};
 use crate::admin::keys::{RegenerateState, controlled_by, new_request_value};
 use crate::crd::ApiKey;
 use crate::secret::{CLIENT_ID_KEY, CLIENT_SECRET_KEY};
@@ -212,7 +212,11 @@ async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> R
     let mut waiting = Vec::new();
     for key in keys {
         let before = key.status.as_ref().and_then(|s| s.secret_generation);
-        match actions::request_regenerate(client, &key, &value).await {
+        let requested = match KeyRef::of(&key) {
+            Ok(r) => actions::request_regenerate(client, &r, &value).await,
+            Err(e) => Err(e),
+        };
+        match requested {
             Ok(()) => waiting.push((key, before)),
             Err(e) => outcomes.push((name_of(&key), Outcome::Refused(api_message(&e)))),
         }
@@ -266,7 +270,11 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
     let mut outcomes = Vec::with_capacity(keys.len());
     let mut waiting = Vec::new();
     for key in keys {
-        match actions::delete(client, &key).await {
+        let deleted = match KeyRef::of(&key) {
+            Ok(r) => actions::delete(client, &r).await,
+            Err(e) => Err(e),
+        };
+        match deleted {
             Ok(()) => waiting.push(key),
             Err(e) => outcomes.push((name_of(&key), Outcome::Refused(api_message(&e)))),
         }

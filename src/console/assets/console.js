@@ -1,13 +1,22 @@
 // The console's page: a live table of API keys (server-sent events), create, delete and
-// regenerate, one key or many. No framework; the server checks every request (session cookie,
+// regenerate, one key or many. No framework; the server checks every request (session bearer,
 // Origin) and acts with the caller's kubeconfig. No client secret ever reaches this page.
+//
+// The session: the printed URL carries a one-time token in its fragment (#token=...), which never
+// reaches a server. The page clears it from the address bar, trades it once for a session secret
+// (POST /api/session), keeps that in sessionStorage (this origin, port included, this tab only)
+// and sends it as "Authorization: Bearer ..." on every /api call. No cookies: a browser would
+// send them to every port of 127.0.0.1.
 'use strict';
 
 (() => {
   const $ = (id) => document.getElementById(id);
+  const SESSION = 'apikey-console-session';
+  const ENDED = 'This console session has ended: start `kubectl apikey console` again.';
   const entries = new Map(); // "namespace/name" -> {tr, cells, data}
   const selected = new Set();
-  let source = null;
+  let secret = null; // the session secret
+  let stream = null; // AbortController of the open event stream
   let context = { namespace: null, allNamespaces: false };
   let pending = null; // the action the confirmation dialog is about
   let opener = null; // what had focus before a dialog opened
@@ -45,16 +54,85 @@
     }
   }
 
+  const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+  // The session is over (401, or no token and no stored session): say so, and stop.
+  function ended(message) {
+    if (stream) stream.abort();
+    stream = null;
+    secret = null;
+    sessionStorage.removeItem(SESSION);
+    for (const dialog of document.querySelectorAll('dialog')) if (dialog.open) dialog.close();
+    document.querySelector('main').hidden = true;
+    $('ended').textContent = message || ENDED;
+    $('ended').hidden = false;
+  }
+
+  // The JSON of a response, or {error} with its text.
+  async function json(response) {
+    const text = await response.text();
+    try { return JSON.parse(text); } catch { return { error: text.trim() || response.statusText }; }
+  }
+
   async function call(path, body) {
     const response = await fetch(path, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${secret}` },
       body: JSON.stringify(body),
     });
-    const text = await response.text();
-    let data;
-    try { data = JSON.parse(text); } catch { data = { error: text.trim() || response.statusText }; }
-    return { ok: response.ok, data };
+    if (response.status === 401) { ended(); return { ok: false, data: { error: ENDED } }; }
+    return { ok: response.ok, data: await json(response) };
+  }
+
+  // Takes the token out of the fragment (and the history), trades it for the session secret, or
+  // resumes the tab's session (a reload). Whether there is a session.
+  async function begin() {
+    const token = new URLSearchParams(location.hash.slice(1)).get('token');
+    if (location.hash) history.replaceState(null, '', location.pathname + location.search);
+    if (token) {
+      const response = await fetch('/api/session', {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ token }),
+      });
+      const data = await json(response);
+      if (response.ok && data.session) sessionStorage.setItem(SESSION, data.session);
+      else if (!sessionStorage.getItem(SESSION)) { ended(data.error); return false; }
+    }
+    secret = sessionStorage.getItem(SESSION);
+    if (!secret) { ended(); return false; }
+    return true;
+  }
+
+  // Reads a text/event-stream body (WHATWG HTML, "Server-sent events"): events end at a blank
+  // line; "event:" names one, "data:" lines are its data; lines starting with ":" are comments.
+  async function readEvents(body, onEvent) {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      // CRLF and CR end lines too; a CR at the very end may be the first half of a CRLF.
+      buffer = (buffer + decoder.decode(value, { stream: true })).replace(/\r\n|\r(?!$)/g, '\n');
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let name = 'message';
+        const data = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) continue;
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let text = colon < 0 ? '' : line.slice(colon + 1);
+          if (text.startsWith(' ')) text = text.slice(1);
+          if (field === 'event') name = text;
+          else if (field === 'data') data.push(text);
+        }
+        if (data.length) onEvent(name, data.join('\n'));
+      }
+    }
   }
 
   function showError(message) { $('action-error').textContent = message || ''; }
@@ -93,7 +171,7 @@
     const cell = (label, testid) => el('td', testid ? { 'data-label': label, 'data-testid': `${testid}-${key}` } : { 'data-label': label });
     const cells = {
       name: cell('Name'), namespace: cell('Namespace'), user: cell('User'),
-      clientId: cell('Client Id'), ready: cell('Ready', 'ready'),
+      clientId: cell('Client Id'), labels: cell('Labels', 'labels'), ready: cell('Ready', 'ready'),
       lastRotated: cell('Last rotated'), nextRotation: cell('Next rotation'),
       age: cell('Age'), state: cell('State', 'state'),
     };
@@ -132,6 +210,13 @@
     set(c.namespace, row.namespace);
     set(c.user, row.user);
     set(c.clientId, row.clientId || '');
+    const labels = Object.entries(row.labels || {}).map(([k, v]) => `${k}=${v}`);
+    if (c.labels.dataset.labels !== labels.join('\n')) {
+      c.labels.dataset.labels = labels.join('\n');
+      c.labels.replaceChildren(...(labels.length
+        ? [el('span', { class: 'chips' }, ...labels.map((l) => el('span', { class: 'chip' }, l)))]
+        : []));
+    }
     set(c.ready, row.reason ? `${row.ready} (${row.reason})` : row.ready, row.message);
     set(c.lastRotated, age(row.lastRotatedAt), row.lastRotatedAt);
     set(c.nextRotation, age(row.nextRotationAt), row.nextRotationAt);
@@ -176,20 +261,44 @@
     if (count === 0 && $('bulk-menu').matches(':popover-open')) $('bulk-menu').hidePopover();
   }
 
-  function connect() {
-    if (source) source.close();
+  // The live table: GET /api/events with the bearer (EventSource cannot send one), read as it
+  // comes; on its end or an error, again after 0.5 s, doubling to 8 s. A new filter aborts it.
+  async function connect() {
+    if (stream) stream.abort();
+    const controller = new AbortController();
+    stream = controller;
     const query = new URLSearchParams({
       namespace: $('filter-namespace').value.trim(),
       selector: $('filter-selector').value.trim(),
     });
     setStatus('Loading…');
-    source = new EventSource(`/api/events?${query}`);
-    source.addEventListener('keys', (event) => render(JSON.parse(event.data)));
-    source.addEventListener('error', () => {
-      setStatus(source.readyState === EventSource.CLOSED
-        ? 'Disconnected. Start `kubectl apikey console` again.'
-        : 'Connection lost; reconnecting…');
-    });
+    let delay = 500;
+    while (!controller.signal.aborted) {
+      let note = 'Connection lost; reconnecting…';
+      try {
+        const response = await fetch(`/api/events?${query}`, {
+          headers: { Authorization: `Bearer ${secret}` },
+          signal: controller.signal,
+          cache: 'no-store',
+        });
+        if (response.status === 401) { ended(); return; }
+        if (response.ok) {
+          await readEvents(response.body, (name, data) => {
+            if (name !== 'keys') return;
+            delay = 500;
+            render(JSON.parse(data));
+          });
+        } else {
+          $('watch-error').textContent = (await json(response)).error;
+          if (response.status === 422) { setStatus(''); return; } // the filter must change first
+          note = 'Retrying…';
+        }
+      } catch { /* a network error, or the stream broke off: try again */ }
+      if (controller.signal.aborted) return;
+      setStatus(note);
+      await sleep(delay);
+      delay = Math.min(delay * 2, 8000);
+    }
   }
 
   function openDialog(dialog, from) {
@@ -207,7 +316,7 @@
     const remove = kind === 'delete';
     const n = rows.length;
     const these = n === 1 ? 'this API key' : `these ${n} API keys`;
-    pending = { kind, keys: rows.map((r) => ({ namespace: r.namespace, name: r.name })) };
+    pending = { kind, keys: rows.map((r) => ({ namespace: r.namespace, name: r.name, uid: r.uid })) };
     $('confirm-title').textContent = remove ? (n === 1 ? 'Delete API Key' : 'Delete API Keys') : 'Regenerate Client Secret';
     $('confirm-text').textContent = remove
       ? `Delete ${these}? Requests made with ${n === 1 ? 'it' : 'them'} stop working, and ${n === 1 ? 'its Secret is' : 'their Secrets are'} removed.`
@@ -291,7 +400,14 @@
     }
     setInterval(() => { for (const entry of entries.values()) fill(entry); }, 15000);
     try {
-      const response = await fetch('/api/context');
+      if (!await begin()) return;
+    } catch (e) {
+      ended(`The console did not answer: ${e.message}`);
+      return;
+    }
+    try {
+      const response = await fetch('/api/context', { headers: { Authorization: `Bearer ${secret}` } });
+      if (response.status === 401) { ended(); return; }
       if (response.ok) context = await response.json();
     } catch { /* the event stream reports a console that does not answer */ }
     $('context').textContent = context.allNamespaces ? 'All namespaces' : `Namespace ${context.namespace}`;
