@@ -405,3 +405,46 @@ fn a_caller_whose_rbac_forbids_deletes_gets_the_api_servers_message() {
         text(&out)
     );
 }
+
+#[test]
+fn token_says_what_is_missing_without_showing_the_secret() {
+    install_crd();
+    let ns = TempNamespace::new("plugin-token");
+    ns.apply(&key_yaml("early", "erin", "", None, None));
+    // no operator yet: the key has no Secret
+    let out = plugin(&ns.name, &kubeconfig(), &["token", "early"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("has no Secret early yet"), "{stderr}");
+
+    let _operator = Operator::start(&ns.name);
+    wait_ready(&ns, &["early"]);
+    let (_, secret) = credentials(&ns, "early");
+    let server = format!("{}/no-token-server:https", ns.name);
+    let out = plugin(
+        &ns.name,
+        &kubeconfig(),
+        &["token", "early", "--token-server", &server],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no endpoints available for service \"no-token-server\"")
+            && stderr.contains("is the token server installed"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains(&secret) && !stderr.contains(&secret),
+        "no secret in the output"
+    );
+    let out = plugin(
+        &ns.name,
+        &kubeconfig(),
+        &["token", "early", "--token-server", "bogus"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed --token-server is a usage error"
+    );
+}

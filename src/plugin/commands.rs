@@ -238,7 +238,12 @@ async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> R
                 state,
             },
             Wait::Open(error) => Outcome::TimedOut(format!(
-                "the request stands: the operator gives the key its new secret when it gets to it{}",
+                "the request stands: the operator gives the key its new secret when it gets to it{}{}",
+                if key.status.is_none() {
+                    " (the key has no status: is an operator watching this namespace?)"
+                } else {
+                    ""
+                },
                 error
                     .map(|e| format!(" (last error: {e})"))
                     .unwrap_or_default()
@@ -261,8 +266,13 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
         return Ok(true);
     };
     println!(
-        "{} be deleted, and their Secrets with them (the keys stop working):",
-        these(keys.len())
+        "{} be deleted, and {} (the keys stop working):",
+        these(keys.len()),
+        if keys.len() == 1 {
+            "its Secret with it"
+        } else {
+            "their Secrets with them"
+        }
     );
     print!("{}", output::preview(&keys));
     confirm(&args.bulk, &format!("Delete {}?", count(keys.len())))?;
@@ -316,9 +326,16 @@ async fn token(client: &Client, namespace: &str, args: TokenArgs) -> Result<bool
         .await
         .map_err(|e| refused(e.into()))?;
     let secret = Api::<Secret>::namespaced(client.clone(), namespace)
-        .get(&key.secret_name())
+        .get_opt(&key.secret_name())
         .await
-        .map_err(|e| refused(e.into()))?;
+        .map_err(|e| refused(e.into()))?
+        .ok_or_else(|| {
+            Error::Config(format!(
+                "ApiKey {} has no Secret {} yet: is it Ready? (kubectl apikey list)",
+                args.name,
+                key.secret_name()
+            ))
+        })?;
     if !controlled_by(&secret.metadata, &key) {
         return Err(Error::Config(format!(
             "Secret {} is not ApiKey {}'s (no controller reference to it): not sending its contents",
@@ -352,9 +369,14 @@ async fn token(client: &Client, namespace: &str, args: TokenArgs) -> Result<bool
         .body(form.finish().into_bytes())
         .map_err(|e| Error::Config(format!("cannot build the token request: {e}")))?;
     let response: serde_json::Value = client.request(request).await.map_err(|e| {
+        let message = api_message(&Error::Kube(e));
+        let hint = if message.contains("no endpoints available") || message.contains("not found") {
+            " (is the token server installed and running? README: Install on a cluster, deploy/token-server)"
+        } else {
+            ""
+        };
         Error::Config(format!(
-            "the token server ({server_ns}/{service}) refused or could not be reached: {}",
-            api_message(&Error::Kube(e))
+            "the token server ({server_ns}/{service}) refused or could not be reached: {message}{hint}"
         ))
     })?;
     let access_token = response["access_token"]
