@@ -273,6 +273,46 @@ async fn click(c: &Client, testid: &str) {
         .unwrap_or_else(|e| panic!("click {testid}: {e}"));
 }
 
+/// Sets the filter fields and applies them.
+async fn filter(c: &Client, namespace: &str, selector: &str) {
+    c.execute(
+        "document.getElementById('filter-namespace').value = arguments[0];\
+         document.getElementById('filter-selector').value = arguments[1];",
+        vec![json!(namespace), json!(selector)],
+    )
+    .await
+    .expect("script runs");
+    click(c, "filter-apply").await;
+}
+
+/// Waits until the element `testid` has the keyboard focus.
+async fn until_focused(c: &Client, testid: &str) {
+    until(
+        c,
+        &format!("{testid} to have focus"),
+        &format!(
+            "return document.activeElement === document.querySelector('{}');",
+            by(testid)
+        ),
+    )
+    .await;
+}
+
+/// Whether the page shows a watch error alone: no count in the status line, no "No API keys.",
+/// no rows.
+async fn error_alone(c: &Client) -> bool {
+    c.execute(
+        "return document.getElementById('watch-error').textContent !== ''\
+         && document.getElementById('status').textContent === ''\
+         && document.getElementById('empty').hidden\
+         && document.getElementById('rows').children.length === 0;",
+        vec![],
+    )
+    .await
+    .expect("script runs")
+        == Value::Bool(true)
+}
+
 async fn dialog_open(c: &Client, id: &str) -> bool {
     c.execute(
         &format!("return document.getElementById('{id}').open;"),
@@ -455,6 +495,7 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
     let c = &browser.client;
     c.goto(&console.url).await.expect("open the console");
     until_text(c, "status", "0 keys").await;
+    assert_eq!(text(c, "context").await, format!("Namespace {n}"));
     // The token left the address bar; no cookie was set; the session is in this tab's storage.
     let here = c.current_url().await.expect("url");
     assert_eq!(here.as_str(), format!("http://127.0.0.1:{port}/"));
@@ -535,22 +576,52 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
     until_text(c, &format!("ready-{n}/alpha"), "True").await;
     assert!(!dialog_open(c, "create-dialog").await);
 
-    // Two more, made with kubectl: the table is live.
+    // Three more, made with kubectl: the table is live. delta's user is alpha's: not Ready.
     ns.apply(
         &[
             key_yaml("beta", "bob", "team: ops", None, None),
             key_yaml("gamma", "carol", "team: web", None, None),
+            key_yaml("delta", "alice", "", None, None),
         ]
         .concat(),
     );
     wait_ready(&ns, &["alpha", "beta", "gamma"]);
     until_text(c, &format!("ready-{n}/beta"), "True").await;
     until_text(c, &format!("ready-{n}/gamma"), "True").await;
+    until_text(c, &format!("ready-{n}/delta"), "False (DuplicateUser)").await;
     assert_eq!(text(c, &format!("labels-{n}/beta")).await, "team=ops");
     assert_eq!(text(c, &format!("labels-{n}/alpha")).await, "");
     let gamma_generation = secret_annotation(&ns, "gamma", "apikey.dev/generation");
     assert_eq!(gamma_generation, "1");
     screenshot(c, "03-three-keys").await;
+
+    // The filters. An empty namespace is the console's own: the field says which (all
+    // namespaces need -A). The header names the namespace the table shows. A selector the API
+    // server refuses shows its error alone, not "0 keys".
+    filter(c, "", "").await;
+    until_text(c, "status", "4 keys").await;
+    let field = c
+        .execute(
+            "const f = document.getElementById('filter-namespace'); return [f.value, f.placeholder];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(field[0], json!(n), "the field shows the namespace shown");
+    assert!(
+        field[1].as_str().unwrap().contains("start with -A"),
+        "{field}"
+    );
+    filter(c, "kube-system", "").await;
+    until_text(c, "context", "Namespace kube-system").await;
+    until_text(c, "status", "0 keys").await;
+    filter(c, n, "team in (").await;
+    until(c, "the selector's error alone", "return document.getElementById('watch-error').textContent !== '' && document.getElementById('rows').children.length === 0;").await;
+    assert!(error_alone(c).await, "{}", text(c, "alert").await);
+    assert_eq!(text(c, "context").await, format!("Namespace {n}"));
+    filter(c, n, "").await;
+    until_text(c, "status", "4 keys").await;
+    assert_eq!(text(c, "alert").await, "");
 
     // Select two of three with their checkboxes; bulk-regenerate them after the confirmation.
     click(c, &format!("select-{n}/alpha")).await;
@@ -565,6 +636,7 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
         .unwrap();
     assert_eq!(picker, json!([false, true]), "the top picker is partly set");
     click(c, "bulk-button").await;
+    until_focused(c, "bulk-regenerate").await; // the row menu's order: Regenerate, then Delete
     click(c, "bulk-regenerate").await;
     assert!(dialog_open(c, "confirm-dialog").await);
     let listed = text(c, "confirm-keys").await;
@@ -575,12 +647,40 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
         "{listed}"
     );
     assert_eq!(text(c, "confirm-button").await, "Confirm");
+    assert_eq!(text(c, "confirm-note").await, "", "both are Ready");
     screenshot(c, "04-confirm-regenerate").await;
     click(c, "confirm-button").await;
+    until_focused(c, "select-all").await;
     until_text(c, &format!("state-{n}/alpha"), "rotated (generation 2)").await;
     until_text(c, &format!("state-{n}/beta"), "rotated (generation 2)").await;
+    let rotated = text(c, &format!("state-{n}/alpha")).await;
+    let clock = rotated
+        .strip_prefix("rotated (generation 2) at ")
+        .unwrap_or_else(|| panic!("{rotated}"));
+    assert!(
+        clock.len() == 8 && clock.chars().filter(|&ch| ch == ':').count() == 2,
+        "HH:MM:SS: {rotated}"
+    );
     assert_eq!(text(c, &format!("state-{n}/gamma")).await, "");
     assert_eq!(text(c, "alert").await, "");
+
+    // A key that is not Ready is flagged before it is regenerated, and fails with its reason.
+    click(c, &format!("actions-{n}/delta")).await;
+    click(c, &format!("regenerate-{n}/delta")).await;
+    assert!(dialog_open(c, "confirm-dialog").await);
+    let listed = text(c, "confirm-keys").await;
+    assert!(
+        listed.contains(&format!("{n}/delta (alice) — not Ready: DuplicateUser")),
+        "{listed}"
+    );
+    let note = text(c, "confirm-note").await;
+    assert!(
+        note.contains("will not rotate until that is fixed"),
+        "{note}"
+    );
+    screenshot(c, "04b-confirm-not-ready").await;
+    click(c, "confirm-button").await;
+    until_text(c, &format!("state-{n}/delta"), "failed: DuplicateUser — ").await;
     screenshot(c, "05-rotated").await;
 
     // The cluster agrees: exactly those two Secrets answer one request; gamma's is untouched.
@@ -624,14 +724,27 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
         widths[0].as_u64() <= widths[1].as_u64(),
         "horizontal overflow at 1280x800: {widths}"
     );
+    let lines = c
+        .execute(
+            &format!(
+                "const r = document.createRange(); r.selectNodeContents(document.querySelector('{}').cells[2]); return r.getClientRects().length;",
+                by(&format!("row-{n}/delta"))
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(lines, json!(1), "the namespace on one line at 1280x800");
 
     // Bulk delete two, after the confirmation.
     click(c, &format!("select-{n}/alpha")).await;
     click(c, &format!("select-{n}/beta")).await;
     click(c, "bulk-button").await;
+    until_focused(c, "bulk-regenerate").await;
     click(c, "bulk-delete").await;
     assert!(dialog_open(c, "confirm-dialog").await);
     assert_eq!(text(c, "confirm-button").await, "Delete");
+    assert_eq!(text(c, "confirm-note").await, "");
     screenshot(c, "07-confirm-delete").await;
     click(c, "confirm-button").await;
     until(
@@ -645,6 +758,7 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
         ),
     )
     .await;
+    until_focused(c, "select-all").await;
     screenshot(c, "08-deleted").await;
     eventually(
         "alpha and beta and their Secrets to be gone",
@@ -657,6 +771,30 @@ async fn console_creates_regenerates_and_deletes_keys_in_a_browser() {
         },
     );
     assert!(exists(&ns, "apikey/gamma") && exists(&ns, "secret/gamma"));
+
+    // A key held by a finalizer shows as deleting; once it is gone, focus moves from its row to
+    // the next row's actions.
+    ns.ok(&[
+        "patch",
+        "apikey/delta",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+    ]);
+    click(c, &format!("actions-{n}/delta")).await;
+    click(c, &format!("delete-{n}/delta")).await;
+    click(c, "confirm-button").await;
+    until_text(c, &format!("state-{n}/delta"), "deleting…").await;
+    until_focused(c, &format!("actions-{n}/delta")).await;
+    ns.ok(&[
+        "patch",
+        "apikey/delta",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    until_focused(c, &format!("actions-{n}/gamma")).await;
+    assert!(!exists(&ns, "apikey/delta"));
 
     // With the session: another Host, or a POST from another site, is refused; the console's
     // own origin is not. Without the session, the console's own origin is not enough. No CORS
@@ -785,6 +923,11 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
         assert!(dialog_open(c, "confirm-dialog").await);
     };
     keyboard_delete().await;
+    let listed = text(c, "confirm-keys").await;
+    assert!(
+        listed.contains("— no status yet: is an operator watching this namespace?"),
+        "no operator here: {listed}"
+    );
     c.active_element()
         .await
         .unwrap()
@@ -823,6 +966,28 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
     );
     screenshot(c, "09-rbac-forbidden").await;
     assert!(exists(&ns, "apikey/k"));
+
+    // A namespace the caller may not list: the API server's refusal alone, not "0 keys".
+    filter(c, "default", "").await;
+    until_text(c, "alert", "cannot list resource \"apikeys\"").await;
+    until(
+        c,
+        "the refusal alone",
+        "return document.getElementById('rows').children.length === 0;",
+    )
+    .await;
+    assert!(error_alone(c).await, "{}", text(c, "alert").await);
+    assert_eq!(text(c, "context").await, "Namespace default");
+    screenshot(c, "10-namespace-forbidden").await;
+
+    // The console stops: after about 10 s of failed reconnects the page says so.
+    let stopped = Instant::now();
+    drop(console);
+    until_text(c, "alert", "The console is not answering").await;
+    let waited = stopped.elapsed();
+    assert!(waited >= Duration::from_secs(9), "{waited:?}");
+    println!("the page said the console is not answering after {waited:?}");
+    screenshot(c, "11-not-answering").await;
     c.clone().close().await.expect("end the session");
 }
 

@@ -13,6 +13,8 @@
   const $ = (id) => document.getElementById(id);
   const SESSION = 'apikey-console-session';
   const ENDED = 'This console session has ended: start `kubectl apikey console` again.';
+  const NOT_ANSWERING = 'The console is not answering: it may have been stopped (start `kubectl apikey console` again).';
+  const NOT_ANSWERING_AFTER = 10000; // ms of failed reconnects before NOT_ANSWERING is shown
   const entries = new Map(); // "namespace/name" -> {tr, cells, data}
   const selected = new Set();
   let secret = null; // the session secret
@@ -43,10 +45,24 @@
     return future ? `in ${short}` : short;
   }
 
+  // HH:MM:SS, local time; '' when iso is not a time.
+  function clock(iso) {
+    const then = iso ? new Date(iso) : null;
+    if (!then || Number.isNaN(then.getTime())) return '';
+    const two = (n) => String(n).padStart(2, '0');
+    return `${two(then.getHours())}:${two(then.getMinutes())}:${two(then.getSeconds())}`;
+  }
+
+  // The State column: "rotated (generation N) at HH:MM:SS", "pending…",
+  // "failed: Reason — message", "deleting…".
   function stateText(action) {
     if (!action) return '';
     switch (action.state) {
-      case 'rotated': return action.generation != null ? `rotated (generation ${action.generation})` : 'rotated';
+      case 'rotated': {
+        const text = action.generation != null ? `rotated (generation ${action.generation})` : 'rotated';
+        const at = clock(action.rotatedAt);
+        return at ? `${text} at ${at}` : text;
+      }
       case 'pending': return 'pending…';
       case 'failed': return `failed: ${action.reason || ''}${action.message ? ` — ${action.message}` : ''}`;
       case 'deleting': return 'deleting…';
@@ -176,6 +192,8 @@
       age: cell('Age'), state: cell('State', 'state'),
     };
     cells.clientId.className = 'mono';
+    // Names and ages on one line: Ready, Labels and State wrap instead.
+    for (const c of ['name', 'namespace', 'user', 'lastRotated', 'nextRotation', 'age']) cells[c].className = 'nowrap';
     cells.state.setAttribute('aria-live', 'polite');
     const actionsButton = el('button', {
       type: 'button', class: 'icon', 'aria-expanded': 'false',
@@ -192,11 +210,11 @@
     };
     regenerate.addEventListener('click', act('regenerate'));
     remove.addEventListener('click', act('delete'));
-    const tr = el('tr', { 'data-testid': `row-${key}` },
+    const tr = el('tr', { 'data-testid': `row-${key}`, 'data-key': key },
       el('td', { class: 'check' }, box),
       ...Object.values(cells),
       el('td', { class: 'actions' }, actionsButton, items));
-    return { tr, box, cells, data: null };
+    return { tr, box, cells, actions: actionsButton, data: null };
   }
 
   function fill(entry) {
@@ -221,18 +239,37 @@
     set(c.lastRotated, age(row.lastRotatedAt), row.lastRotatedAt);
     set(c.nextRotation, age(row.nextRotationAt), row.nextRotationAt);
     set(c.age, age(row.createdAt), row.createdAt);
-    set(c.state, stateText(row.action));
+    set(c.state, stateText(row.action), row.action && row.action.rotatedAt);
     c.state.className = row.action ? `state ${row.action.state}` : 'state';
     entry.box.checked = selected.has(keyOf(row));
   }
 
-  function render(snapshot) {
+  // What the table shows: "Namespace NS", or "All namespaces" (an empty namespace with -A).
+  const scopeLabel = (namespace) => (namespace ? `Namespace ${namespace}` : 'All namespaces');
+
+  // Where focus goes when the row `tr` leaves the table: the actions button of the next row
+  // still there (in the order `before`), else of the previous one, else Create.
+  function successor(before, tr) {
+    const at = before.indexOf(tr);
+    const next = before.slice(at + 1).find((t) => t.isConnected)
+      || before.slice(0, Math.max(at, 0)).reverse().find((t) => t.isConnected);
+    const entry = next && entries.get(next.dataset.key);
+    return entry ? entry.actions : $('create-button');
+  }
+
+  // Shows `snapshot` (the keys of `label`'s scope). A watch error with nothing listed shows the
+  // error alone: no "0 keys", no "No API keys.".
+  function render(snapshot, label) {
+    if ($('context').textContent !== label) $('context').textContent = label;
     $('watch-error').textContent = snapshot.error || '';
     const n = snapshot.keys.length;
-    setStatus(snapshot.secretsError
-      ? `${n} ${n === 1 ? 'key' : 'keys'}. The Secrets cannot be watched (${snapshot.secretsError}); regeneration states come from the keys alone.`
-      : `${n} ${n === 1 ? 'key' : 'keys'}`);
+    const failed = Boolean(snapshot.error) && n === 0;
+    const count = `${n} ${n === 1 ? 'key' : 'keys'}`;
+    setStatus(failed ? '' : snapshot.secretsError
+      ? `${count}. The Secrets cannot be watched (${snapshot.secretsError}); regeneration states come from the keys alone.`
+      : count);
     const body = $('rows');
+    const before = [...body.children];
     const seen = new Set();
     snapshot.keys.forEach((row, index) => {
       const key = keyOf(row);
@@ -243,10 +280,20 @@
       fill(entry);
       if (body.children[index] !== entry.tr) body.insertBefore(entry.tr, body.children[index] || null);
     });
+    const gone = [];
     for (const [key, entry] of entries) {
-      if (!seen.has(key)) { entry.tr.remove(); entries.delete(key); selected.delete(key); }
+      if (seen.has(key)) continue;
+      const focused = entry.tr.contains(document.activeElement);
+      const opened = Boolean(opener && entry.tr.contains(opener));
+      entry.tr.remove(); entries.delete(key); selected.delete(key);
+      if (focused || opened) gone.push({ tr: entry.tr, focused, opened });
     }
-    $('empty').hidden = n > 0;
+    for (const { tr, focused, opened } of gone) {
+      const target = successor(before, tr);
+      if (opened) opener = target;
+      if (focused) target.focus();
+    }
+    $('empty').hidden = n > 0 || failed;
     updateSelection();
   }
 
@@ -263,16 +310,20 @@
 
   // The live table: GET /api/events with the bearer (EventSource cannot send one), read as it
   // comes; on its end or an error, again after 0.5 s, doubling to 8 s. A new filter aborts it.
+  // An empty namespace is the console's own (-n): the field shows it. Once the console has not
+  // answered for NOT_ANSWERING_AFTER, the page says so, and goes on trying.
   async function connect() {
     if (stream) stream.abort();
     const controller = new AbortController();
     stream = controller;
-    const query = new URLSearchParams({
-      namespace: $('filter-namespace').value.trim(),
-      selector: $('filter-selector').value.trim(),
-    });
+    const field = $('filter-namespace');
+    const namespace = field.value.trim() || (context.allNamespaces ? '' : context.namespace || '');
+    field.value = namespace;
+    const label = scopeLabel(namespace);
+    const query = new URLSearchParams({ namespace, selector: $('filter-selector').value.trim() });
     setStatus('Loading…');
     let delay = 500;
+    let unreachable = null; // since when the console has not answered
     while (!controller.signal.aborted) {
       let note = 'Connection lost; reconnecting…';
       try {
@@ -281,22 +332,37 @@
           signal: controller.signal,
           cache: 'no-store',
         });
+        unreachable = null;
         if (response.status === 401) { ended(); return; }
         if (response.ok) {
           await readEvents(response.body, (name, data) => {
             if (name !== 'keys') return;
             delay = 500;
-            render(JSON.parse(data));
+            render(JSON.parse(data), label);
           });
         } else {
-          $('watch-error').textContent = (await json(response)).error;
-          if (response.status === 422) { setStatus(''); return; } // the filter must change first
+          const { error } = await json(response);
+          if (controller.signal.aborted) return;
+          render({ keys: [], error, secretsError: null }, label);
+          if (response.status === 422) return; // the filter must change first
           note = 'Retrying…';
         }
-      } catch { /* a network error, or the stream broke off: try again */ }
+      } catch { // a network error, or the stream broke off: try again
+        if (unreachable === null) unreachable = Date.now();
+      }
       if (controller.signal.aborted) return;
+      let wait = delay;
+      if (unreachable !== null) {
+        const lost = Date.now() - unreachable;
+        if (lost >= NOT_ANSWERING_AFTER) {
+          if ($('watch-error').textContent !== NOT_ANSWERING) $('watch-error').textContent = NOT_ANSWERING;
+          note = '';
+        } else {
+          wait = Math.min(delay, NOT_ANSWERING_AFTER - lost);
+        }
+      }
       setStatus(note);
-      await sleep(delay);
+      await sleep(wait);
       delay = Math.min(delay * 2, 8000);
     }
   }
@@ -312,35 +378,57 @@
     target.focus();
   }
 
-  function confirmAction(kind, rows, from) {
+  // Beside a key in a confirmation, as the plugin's preview: why it is not Ready, or that no
+  // operator has written its status yet; '' for a Ready key.
+  function readiness(row) {
+    if (row.ready === 'False') return `not Ready: ${row.reason || 'no reason given'}`;
+    if (row.ready === 'Unknown') return 'no status yet: is an operator watching this namespace?';
+    return '';
+  }
+
+  function confirmAction(kind, rows, from, many) {
     const remove = kind === 'delete';
     const n = rows.length;
     const these = n === 1 ? 'this API key' : `these ${n} API keys`;
-    pending = { kind, keys: rows.map((r) => ({ namespace: r.namespace, name: r.name, uid: r.uid })) };
+    pending = { kind, many, keys: rows.map((r) => ({ namespace: r.namespace, name: r.name, uid: r.uid })) };
     $('confirm-title').textContent = remove ? (n === 1 ? 'Delete API Key' : 'Delete API Keys') : 'Regenerate Client Secret';
     $('confirm-text').textContent = remove
       ? `Delete ${these}? Requests made with ${n === 1 ? 'it' : 'them'} stop working, and ${n === 1 ? 'its Secret is' : 'their Secrets are'} removed.`
       : `Generate a new Client Secret for ${these}? Workloads must then use the new one from ${n === 1 ? "the key's Secret" : "each key's Secret"}.`;
-    $('confirm-keys').replaceChildren(...rows.map((r) => el('li', {}, `${r.namespace}/${r.name} (${r.user})`)));
+    $('confirm-keys').replaceChildren(...rows.map((r) => {
+      const item = el('li', {}, `${r.namespace}/${r.name} (${r.user})`);
+      const flag = readiness(r);
+      if (flag) item.append(' ', el('span', r.message ? { class: 'flag', title: r.message } : { class: 'flag' }, `— ${flag}`));
+      return item;
+    }));
+    const notReady = rows.filter((r) => r.ready === 'False').length;
+    $('confirm-note').textContent = remove || !notReady ? ''
+      : n === 1 ? 'This key is not Ready: it will not rotate until that is fixed.'
+        : `${notReady} of these keys ${notReady === 1 ? 'is' : 'are'} not Ready: ${notReady === 1 ? 'it' : 'they'} will not rotate until that is fixed.`;
+    $('confirm-note').hidden = !$('confirm-note').textContent;
     $('confirm-button').textContent = remove ? 'Delete' : 'Confirm';
     $('confirm-button').className = remove ? 'danger' : 'primary';
     $('confirm-button').disabled = false;
     openDialog($('confirm-dialog'), from);
   }
 
+  // Runs the confirmed action. Focus then goes back to the row's actions button (and on to a
+  // neighbour's when the row leaves, see render), or after a bulk action to the bulk button while
+  // keys stay selected, else to "Select all".
   async function confirmed() {
     if (!pending) return;
-    const { kind, keys } = pending;
+    const { kind, keys, many } = pending;
     pending = null;
     $('confirm-button').disabled = true;
     showError('');
     try {
       const { ok, data } = await call(kind === 'delete' ? '/api/delete' : '/api/regenerate', { keys });
+      if (ok) for (const r of data.results) if (r.ok) selected.delete(`${r.namespace}/${r.name}`);
+      updateSelection();
+      if (many) opener = $('bulk').hidden ? $('select-all') : $('bulk-button');
       $('confirm-dialog').close();
       if (!ok) { showError(data.error); return; }
       const failed = data.results.filter((r) => !r.ok);
-      for (const r of data.results) if (r.ok) selected.delete(`${r.namespace}/${r.name}`);
-      updateSelection();
       showError(failed.map((r) => `${r.namespace}/${r.name}: ${r.error}`).join('\n'));
     } catch (e) {
       $('confirm-dialog').close();
@@ -378,7 +466,7 @@
   function bulk(kind) {
     $('bulk-menu').hidePopover();
     const rows = [...entries.values()].filter((e) => selected.has(keyOf(e.data))).map((e) => e.data);
-    if (rows.length) confirmAction(kind, rows, $('bulk-button'));
+    if (rows.length) confirmAction(kind, rows, $('bulk-button'), true);
   }
 
   async function start() {
@@ -410,9 +498,9 @@
       if (response.status === 401) { ended(); return; }
       if (response.ok) context = await response.json();
     } catch { /* the event stream reports a console that does not answer */ }
-    $('context').textContent = context.allNamespaces ? 'All namespaces' : `Namespace ${context.namespace}`;
+    $('context').textContent = scopeLabel(context.namespace);
     $('filter-namespace').value = context.namespace || '';
-    $('filter-namespace').placeholder = context.allNamespaces ? 'all namespaces' : '';
+    $('filter-namespace').placeholder = context.allNamespaces ? 'all namespaces' : 'start with -A for every namespace';
     connect();
   }
 
