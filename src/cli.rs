@@ -248,20 +248,9 @@ pub enum LogFormat {
 }
 
 fn parse_namespace(value: &str) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && value.len() <= 63
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !value.starts_with('-')
-        && !value.ends_with('-');
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "{value:?} is not a valid namespace name (a DNS-1123 label)"
-        ))
-    }
+    crate::names::check_namespace(value)
+        .map(|()| value.to_string())
+        .map_err(|_| format!("{value:?} is not a valid namespace name (a DNS-1123 label)"))
 }
 
 /// Reads `--min-rotation-interval` ([`crate::rotation::parse_duration`]); at least one second.

@@ -20,6 +20,7 @@ pub mod keystore;
 pub mod leader;
 pub mod metrics;
 pub mod mirror;
+pub mod names;
 pub mod outage;
 pub mod plugin;
 pub mod record;

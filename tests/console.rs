@@ -313,6 +313,16 @@ async fn error_alone(c: &Client) -> bool {
         == Value::Bool(true)
 }
 
+/// Presses `key` in the element that has the focus, as a keyboard user does.
+async fn press(c: &Client, key: Key) {
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys(&key.to_string())
+        .await
+        .unwrap();
+}
+
 async fn dialog_open(c: &Client, id: &str) -> bool {
     c.execute(
         &format!("return document.getElementById('{id}').open;"),
@@ -896,30 +906,15 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
         )
         .await
         .unwrap();
-        c.active_element()
-            .await
-            .unwrap()
-            .send_keys(&Key::Enter.to_string())
-            .await
-            .unwrap();
+        press(c, Key::Enter).await;
         until(
             c,
             "the menu's first item to have focus",
             "return document.activeElement.textContent === 'Regenerate Client Secret';",
         )
         .await;
-        c.active_element()
-            .await
-            .unwrap()
-            .send_keys(&Key::Down.to_string())
-            .await
-            .unwrap();
-        c.active_element()
-            .await
-            .unwrap()
-            .send_keys(&Key::Enter.to_string())
-            .await
-            .unwrap();
+        press(c, Key::Down).await;
+        press(c, Key::Enter).await;
         assert!(dialog_open(c, "confirm-dialog").await);
     };
     keyboard_delete().await;
@@ -928,12 +923,7 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
         listed.contains("— no status yet: is an operator watching this namespace?"),
         "no operator here: {listed}"
     );
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys(&Key::Escape.to_string())
-        .await
-        .unwrap();
+    press(c, Key::Escape).await;
     until(
         c,
         "Esc to close the dialog and give focus back",
@@ -953,12 +943,7 @@ async fn a_caller_whose_rbac_forbids_delete_reads_the_api_servers_refusal() {
     );
     let active = c.active_element().await.unwrap();
     active.send_keys(&Key::Tab.to_string()).await.unwrap();
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys(&Key::Enter.to_string())
-        .await
-        .unwrap();
+    press(c, Key::Enter).await;
     let alert = until_text(c, "alert", "forbidden").await;
     assert!(
         alert.contains(&format!("{n}/k: ")) && alert.contains("cannot delete resource \"apikeys\""),

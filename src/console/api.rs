@@ -41,9 +41,9 @@ use tokio::sync::{Semaphore, watch};
 use crate::admin::actions::{self, KeyRef, api_message};
 use crate::admin::keys::{KeyRow, new_request_value};
 use crate::console::live::{self, Scope};
-use crate::console::names::{check_name, check_namespace};
 use crate::console::rows::{Row, Snapshot, Tracking};
 use crate::console::session::Session;
+use crate::names::{check_name, check_namespace};
 use crate::{Error, Result};
 
 /// Most event streams open at once (each runs two watches).

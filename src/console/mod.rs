@@ -11,7 +11,6 @@
 
 pub mod api;
 pub mod live;
-pub mod names;
 pub mod rows;
 pub mod session;
 

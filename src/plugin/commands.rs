@@ -244,9 +244,7 @@ async fn regenerate(client: &Client, namespace: &str, args: RegenerateArgs) -> R
                 } else {
                     ""
                 },
-                error
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default()
+                last_error(error)
             )),
             Wait::Unverifiable(error) => Outcome::Unverified(format!(
                 "requested, but whether it was answered cannot be read: {error}"
@@ -300,12 +298,9 @@ async fn delete(client: &Client, namespace: &str, args: DeleteArgs) -> Result<bo
     for (key, wait) in waiting.iter().zip(states) {
         let outcome = match wait {
             Wait::Done(()) => Outcome::Deleted,
-            Wait::Open(error) => Outcome::TimedOut(format!(
-                "deleted, but still there{}",
-                error
-                    .map(|e| format!(" (last error: {e})"))
-                    .unwrap_or_default()
-            )),
+            Wait::Open(error) => {
+                Outcome::TimedOut(format!("deleted, but still there{}", last_error(error)))
+            }
             Wait::Unverifiable(error) => Outcome::Unverified(format!(
                 "deleted, but whether its Secret is gone cannot be read: {error}"
             )),
@@ -481,6 +476,13 @@ fn report(outcomes: Vec<((String, String), Outcome)>) -> bool {
     print!("{}", output::summary(&rows));
     println!("{ok} of {total} done.");
     ok == total
+}
+
+/// ` (last error: ...)` after a wait that ended with a transient error, else nothing.
+fn last_error(error: Option<String>) -> String {
+    error
+        .map(|e| format!(" (last error: {e})"))
+        .unwrap_or_default()
 }
 
 /// `1 ApiKey`, `3 ApiKeys`.

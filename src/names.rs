@@ -1,6 +1,7 @@
-//! Checks of the namespaces and names the page sends, before they become part of an API path:
-//! kube puts them into the URL as they are, so `../..`, `k/status` or `?labelSelector=x` would
-//! reach another path or another verb. Pure.
+//! Kubernetes object names (DNS-1123 labels and subdomains, as the API server reads them), checked
+//! before they become part of an API path or a flag's value: kube puts them into the URL as they
+//! are, so `../..`, `k/status` or `?labelSelector=x` would reach another path or another verb.
+//! Used by the operator's flags and the console's requests. Pure.
 
 /// Longest DNS-1123 label (a namespace), in characters.
 pub const LABEL_MAX: usize = 63;
