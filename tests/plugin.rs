@@ -448,3 +448,28 @@ fn token_says_what_is_missing_without_showing_the_secret() {
         "a malformed --token-server is a usage error"
     );
 }
+
+#[test]
+fn an_empty_selector_is_refused_rather_than_selecting_every_key() {
+    install_crd();
+    let ns = TempNamespace::new("plugin-empty");
+    ns.apply(&key_yaml("k", "alice", "team: x", None, None));
+    for args in [
+        &["delete", "-l", "", "--yes"][..],
+        &["regenerate", "-l", " ", "--yes"][..],
+    ] {
+        let out = plugin(&ns.name, &kubeconfig(), args);
+        let (_, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("an empty label selector would select every key"),
+            "{stderr}"
+        );
+    }
+    assert!(exists(&ns, "apikey/k"), "not deleted");
+    assert_eq!(
+        ns.jsonpath("apikey/k", REGENERATE),
+        "",
+        "no regenerate request"
+    );
+}
