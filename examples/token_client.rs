@@ -59,7 +59,7 @@ fn run() -> Result<(), String> {
         .basic_auth(encode(&client_id), Some(encode(&client_secret)))
         .form(&[("grant_type", "client_credentials")])
         .send()
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| format!("POST {url}: {}", with_causes(&e)))?;
     let status = response.status();
     let body: serde_json::Value = response
         .json()
@@ -101,4 +101,16 @@ fn tls_config(ca_file: &str) -> Result<rustls::ClientConfig, String> {
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+}
+
+/// `error` and each of its causes, so that a failed connection says why (refused, timed out,
+/// a certificate not trusted).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
 }

@@ -512,12 +512,32 @@ fn a_client_pod_gets_a_token_through_the_token_servers_service_with_its_mounted_
         "jsonpath={.spec.clusterIP}",
     ]);
     let host = ISSUER.trim_start_matches("https://");
+    // The Service answers once its EndpointSlice lists a ready pod and kube-proxy has written
+    // its rules; the second cannot be read from the API, so the client, like a Job's pod,
+    // is restarted on failure (the kubelet's back-off) and the test waits for its success.
+    eventually(
+        "the token server's Service to list a ready endpoint",
+        Duration::from_secs(60),
+        || {
+            let ready = ok(&[
+                "-n",
+                TOKEN_NS,
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=apikey-token-server",
+                "-o",
+                "jsonpath={.items[*].endpoints[?(@.conditions.ready==true)].addresses[0]}",
+            ]);
+            (!ready.trim().is_empty()).then_some(())
+        },
+    );
     ns.apply(&format!(
         r#"apiVersion: v1
 kind: Pod
 metadata: {{name: client}}
 spec:
-  restartPolicy: Never
+  restartPolicy: OnFailure
   hostAliases: [{{ip: "{cluster_ip}", hostnames: ["{host}"]}}]
   securityContext: {{runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, fsGroup: 65532, seccompProfile: {{type: RuntimeDefault}}}}
   containers:
@@ -535,12 +555,31 @@ spec:
     - {{name: ca, configMap: {{name: kube-root-ca.crt}}}}
 "#
     ));
-    let phase = eventually("the client pod to finish", Duration::from_secs(90), || {
-        let p = ns.jsonpath("pod/client", "{.status.phase}");
-        (p == "Succeeded" || p == "Failed").then_some(p)
-    });
+    // Succeeded, or three failed attempts (the kubelet restarts it after 10, 20, 40 s)
+    let (phase, restarts) = eventually(
+        "the client pod to succeed or fail three times",
+        Duration::from_secs(120),
+        || {
+            let p = ns.jsonpath("pod/client", "{.status.phase}");
+            let restarts: u32 = ns
+                .jsonpath("pod/client", "{.status.containerStatuses[0].restartCount}")
+                .parse()
+                .unwrap_or(0);
+            (p == "Succeeded" || restarts >= 3).then_some((p, restarts))
+        },
+    );
+    if phase != "Succeeded" {
+        let last = run(&["-n", &ns.name, "logs", "client", "--previous"], None);
+        panic!(
+            "the client got no token in {} attempts: {}",
+            restarts + 1,
+            String::from_utf8_lossy(&last.stdout)
+        );
+    }
+    if restarts > 0 {
+        eprintln!("token client: succeeded after {restarts} failed attempt(s)");
+    }
     let out = ns.ok(&["logs", "client"]);
-    assert_eq!(phase, "Succeeded", "the client got no token: {out}");
     let got: Value = serde_json::from_str(out.trim()).expect("the client's JSON line");
     assert_eq!(got["token_type"], "Bearer");
     let claims = &got["claims"];
