@@ -51,17 +51,70 @@ impl Deployed {
             (OPERATOR_NS, "apikey-operator"),
             (TOKEN_NS, "apikey-token-server"),
         ] {
-            ok(&[
-                "-n",
-                ns,
-                "rollout",
-                "status",
-                &format!("deployment/{name}"),
-                "--timeout=180s",
-            ]);
+            let rollout = run(
+                &[
+                    "-n",
+                    ns,
+                    "rollout",
+                    "status",
+                    &format!("deployment/{name}"),
+                    "--timeout=180s",
+                ],
+                None,
+            );
+            assert!(
+                rollout.status.success(),
+                "deployment/{name} in {ns} did not roll out: {}\n{}",
+                String::from_utf8_lossy(&rollout.stderr),
+                why_not_ready(ns)
+            );
         }
         installed
     }
+}
+
+/// What explains pods of `ns` that are not Ready: their phases and container states, the
+/// namespace's events, the node's conditions and the last lines of the node's kubelet and
+/// containerd logs (tests/cluster/node writes them beside the cluster's state).
+fn why_not_ready(ns: &str) -> String {
+    let mut report = String::new();
+    for args in [
+        &["-n", ns, "get", "pods", "-o", "wide"][..],
+        &[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}: {.status.conditions}{\"\\n\"}{.status.containerStatuses}{\"\\n\"}{end}",
+        ],
+        &["-n", ns, "get", "events", "--sort-by=.lastTimestamp"],
+        &[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}: {.spec.taints} {.status.conditions}{\"\\n\"}{end}",
+        ],
+    ] {
+        let out = run(args, None);
+        report.push_str(&format!(
+            "--- kubectl {}\n{}{}\n",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    for log in ["kubelet.log", "containerd.log"] {
+        let path = state_dir().join("node").join(log);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        report.push_str(&format!("--- last lines of {}\n", path.display()));
+        for line in tail.into_iter().rev() {
+            report.push_str(line);
+            report.push('\n');
+        }
+    }
+    report
 }
 
 impl Drop for Deployed {
