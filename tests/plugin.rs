@@ -60,6 +60,18 @@ fn generation(ns: &TempNamespace, secret: &str) -> u64 {
     .expect("a generation")
 }
 
+/// Asserts that the ApiKey `name` is still there and carries no regenerate request: what a
+/// refused `delete` or `regenerate` must leave.
+fn assert_untouched(ns: &TempNamespace, name: &str) {
+    let key = format!("apikey/{name}");
+    assert!(exists(ns, &key), "{key} not deleted");
+    assert_eq!(
+        ns.jsonpath(&key, REGENERATE),
+        "",
+        "no regenerate request on {key}"
+    );
+}
+
 fn exists(ns: &TempNamespace, what: &str) -> bool {
     let out = run(
         &[
@@ -311,12 +323,7 @@ fn without_a_terminal_the_confirmation_refuses_and_nothing_changes() {
             "shows the keys first: {stdout}"
         );
     }
-    assert!(exists(&ns, "apikey/k"), "not deleted");
-    assert_eq!(
-        ns.jsonpath("apikey/k", REGENERATE),
-        "",
-        "no regenerate request"
-    );
+    assert_untouched(&ns, "k");
     assert_eq!(generation(&ns, "k"), generation_before);
 }
 
@@ -466,10 +473,5 @@ fn an_empty_selector_is_refused_rather_than_selecting_every_key() {
             "{stderr}"
         );
     }
-    assert!(exists(&ns, "apikey/k"), "not deleted");
-    assert_eq!(
-        ns.jsonpath("apikey/k", REGENERATE),
-        "",
-        "no regenerate request"
-    );
+    assert_untouched(&ns, "k");
 }
