@@ -3,16 +3,19 @@
 
 use std::process::ExitCode;
 
-use apikey_operator::cli::{Cli, Command, LogFormat, RunArgs, TokenServerArgs};
-use apikey_operator::controller::{self, Settings};
-use apikey_operator::crd::ApiKey;
+use apikey_operator::cli::{Cli, Command};
+use apikey_operator::core::crd::ApiKey;
+use apikey_operator::operator::cli::RunArgs;
+use apikey_operator::operator::controller::{self, Settings};
+use apikey_operator::shared::cli::LogFormat;
+use apikey_operator::token::cli::TokenServerArgs;
 use std::sync::Arc;
 
-use apikey_operator::hashing::Hasher;
-use apikey_operator::health::{self, Health};
-use apikey_operator::keystore;
-use apikey_operator::leader;
-use apikey_operator::metrics::Metrics;
+use apikey_operator::core::hashing::Hasher;
+use apikey_operator::operator::health::{self, Health};
+use apikey_operator::operator::keystore;
+use apikey_operator::operator::metrics::Metrics;
+use apikey_operator::shared::leader;
 use apikey_operator::{Error, Result};
 use clap::Parser as _;
 use futures::FutureExt as _;

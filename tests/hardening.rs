@@ -7,11 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use apikey_operator::crd::ApiKey;
-use apikey_operator::credentials::{self, is_well_formed_client_id};
-use apikey_operator::hashing::{HashParams, Hasher};
-use apikey_operator::record::RecordKey;
-use apikey_operator::secret::{self, Credentials};
+use apikey_operator::core::crd::ApiKey;
+use apikey_operator::core::credentials::{self, is_well_formed_client_id};
+use apikey_operator::core::hashing::{HashParams, Hasher};
+use apikey_operator::core::record::RecordKey;
+use apikey_operator::core::secret::{self, Credentials};
 use common::*;
 use k8s_openapi::api::core::v1::Secret;
 

@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use apikey_operator::hashing;
+use apikey_operator::core::hashing;
 use common::*;
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use apikey_operator::hashing;
+use apikey_operator::core::hashing;
 use common::token::*;
 use common::*;
 
@@ -359,12 +359,12 @@ fn a_previous_secret_written_into_the_secret_by_hand_is_repaired_once_and_never_
     let (id, first) = credentials(&ns, "k");
     // someone who may edit the Secret, not the operator's record key, tries to have a secret of
     // their own accepted as the previous one (kubectl is another field manager than the operator)
-    let forged = apikey_operator::credentials::generate_client_secret().expect("csprng");
+    let forged = apikey_operator::core::credentials::generate_client_secret().expect("csprng");
     let forged_hash = tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(
-            apikey_operator::hashing::Hasher::new(
-                apikey_operator::hashing::HashParams::default(),
+            apikey_operator::core::hashing::Hasher::new(
+                apikey_operator::core::hashing::HashParams::default(),
                 1,
             )
             .expect("hasher")

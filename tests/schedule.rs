@@ -480,7 +480,8 @@ fn a_batch_of_keys_is_spread_over_the_window_by_uid() {
             "{name}: nextRotationAt is lastRotatedAt + {INTERVAL}s + {offset}s"
         );
         // deterministic: the spread of its UID
-        let spread = apikey_operator::rotation::spread(uid, Duration::from_secs(INTERVAL as u64));
+        let spread =
+            apikey_operator::core::rotation::spread(uid, Duration::from_secs(INTERVAL as u64));
         assert_eq!(offset, spread.as_secs() as i64, "{name} (uid {uid})");
         offsets.insert(offset);
     }
@@ -784,7 +785,7 @@ fn a_key_created_already_expired_gets_a_secret_and_is_never_ready() {
     let (secret_id, secret) = credentials(&ns, "old");
     assert_eq!(secret_id, id, "its Secret holds its client id");
     assert!(
-        apikey_operator::credentials::ClientSecret::new(secret.clone()).is_well_formed(),
+        apikey_operator::core::credentials::ClientSecret::new(secret.clone()).is_well_formed(),
         "its Secret holds a client secret"
     );
     assert_eq!(ns.jsonpath("apikey/old", "{.status.secretHash}"), "");

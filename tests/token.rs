@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use apikey_operator::credentials::{generate_client_id, generate_client_secret};
+use apikey_operator::core::credentials::{generate_client_id, generate_client_secret};
 use common::token::*;
 use common::*;
 

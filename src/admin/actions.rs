@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::keys::{RegenerateState, controlled_by, regenerate_state};
-use crate::crd::{ApiKey, ApiKeySpec, REGENERATE_ANNOTATION};
+use crate::core::crd::{ApiKey, ApiKeySpec, REGENERATE_ANNOTATION};
 use crate::{Error, Result};
 
 /// Field manager of the plugin's and the console's writes (`metadata.managedFields`).

@@ -7,8 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::crd::ApiKey;
-use crate::secret::{GENERATION_ANNOTATION, HANDLED_ANNOTATION, ROTATED_AT_ANNOTATION, answers};
+use crate::core::crd::ApiKey;
+use crate::core::secret::{
+    GENERATION_ANNOTATION, HANDLED_ANNOTATION, ROTATED_AT_ANNOTATION, answers,
+};
 
 /// One key as the table shows it (`kubectl apikey list`, the console's rows). Holds no secret:
 /// the client id is the public half of the key. Serialised in camelCase for the console.
@@ -198,7 +200,7 @@ pub fn age(then: &str, now: Timestamp) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{ApiKeySpec, ApiKeyStatus};
+    use crate::core::crd::{ApiKeySpec, ApiKeyStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
 
     fn key(ready: Option<(&str, &str)>) -> ApiKey {

@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use apikey_operator::admin::actions::with_causes;
-use apikey_operator::plugin::args::Cli;
-use apikey_operator::plugin::commands;
+use apikey_operator::admin::plugin::args::Cli;
+use apikey_operator::admin::plugin::commands;
 use clap::Parser as _;
 
 fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 //! that holds this client id, or, during the grace period after a rotation, its previous one?
 //! Built so that it cannot be turned against the server:
 //!
-//! 1. a malformed client id or secret (format, prefix, CRC32 checksum: [`crate::credentials`]) is
+//! 1. a malformed client id or secret (format, prefix, CRC32 checksum: [`crate::core::credentials`]) is
 //!    refused at once, with no lookup and no hashing;
 //! 2. a client id or source address whose budget of failures is spent is refused with a wait
 //!    ([`super::limits`]);
@@ -11,9 +11,9 @@
 //!    clock ([`super::clock`]), whether or not the operator has marked it yet;
 //! 4. a verification remembered from the last [`AuthLimits::remember_for`] is answered by
 //!    comparing keyed digests in constant time: a steady client costs one argon2id per period;
-//! 5. otherwise argon2id runs on the bounded blocking pool ([`crate::hashing::Hasher`]), with at
+//! 5. otherwise argon2id runs on the bounded blocking pool ([`crate::core::hashing::Hasher`]), with at
 //!    most a fixed number of verifications queued (503 beyond); a stored hash whose parameters
-//!    exceed [`crate::hashing::HashParams::CEILING`] matches nothing.
+//!    exceed [`crate::core::hashing::HashParams::CEILING`] matches nothing.
 //!
 //! Rotated secrets are checked as ory/fosite checks them: the current hash first, then, if that
 //! does not match and the status publishes a previous secret whose grace period has not ended
@@ -41,9 +41,9 @@ use super::clock::Clock;
 use super::directory::{Directory, KeyEntry, Lookup, PreviousSecret, SecretUsed};
 use super::limits::FailureLimiter;
 use super::metrics::{ByLabel, ResultLabel, TokenMetrics};
-use crate::credentials::{self, ClientSecret};
+use crate::core::credentials::{self, ClientSecret};
+use crate::core::hashing::{HashParams, Hasher};
 use crate::error::Result;
-use crate::hashing::{HashParams, Hasher};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -612,8 +612,8 @@ impl TypicalDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::{generate_client_id, generate_client_secret};
-    use crate::test_support::{cheap_hash, ready_apikey};
+    use crate::core::credentials::{generate_client_id, generate_client_secret};
+    use crate::core::test_support::{cheap_hash, ready_apikey};
     use crate::token::metrics::count;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use k8s_openapi::jiff::Timestamp;

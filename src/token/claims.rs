@@ -4,7 +4,7 @@
 //! | claim | value | source |
 //! |---|---|---|
 //! | `iss` | the token server's issuer URL | RFC 9068 §2.2, RFC 7519 §4.1.1 |
-//! | `sub` | the ApiKey's `spec.user`, in Unicode NFC (see [`crate::user`]): the token acts for that user | RFC 9068 §2.2 |
+//! | `sub` | the ApiKey's `spec.user`, in Unicode NFC (see [`crate::core::user`]): the token acts for that user | RFC 9068 §2.2 |
 //! | `aud` | the audience the server is configured with | RFC 9068 §2.2, RFC 7519 §4.1.3 |
 //! | `exp`, `iat` | expiry and issue time, seconds since the epoch; `exp` = `iat` + the lifetime, capped (see below) | RFC 7519 §4.1.4, §4.1.6 |
 //! | `jti` | 128 random bits from the operating system's CSPRNG, base64url | RFC 7519 §4.1.7 |
@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::directory::{KeyEntry, SecretUsed};
-use crate::credentials;
+use crate::core::credentials;
 use crate::error::Result;
 
 /// Which ApiKey, and which generation of its client secret, a token was issued under.

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::credentials::ClientSecret;
+use crate::core::credentials::ClientSecret;
 
 /// The only grant type the token endpoint serves (RFC 6749 §4.4.2).
 pub const CLIENT_CREDENTIALS: &str = "client_credentials";

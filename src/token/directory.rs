@@ -21,8 +21,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use crate::crd::ApiKey;
-use crate::user;
+use crate::core::crd::ApiKey;
+use crate::core::user;
 
 /// What the token server knows of one ApiKey.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,7 +35,7 @@ pub struct KeyEntry {
     pub namespace: String,
     /// `metadata.name`.
     pub name: String,
-    /// `spec.user` in Unicode NFC ([`crate::user::canonical`]).
+    /// `spec.user` in Unicode NFC ([`crate::core::user::canonical`]).
     pub user: String,
     /// `status.clientId`.
     pub client_id: String,
@@ -110,7 +110,7 @@ impl KeyEntry {
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(crate::crd::INTROSPECT_LABEL))
+            .and_then(|l| l.get(crate::core::crd::INTROSPECT_LABEL))
             .is_some_and(|v| v == "true");
         Some(Self {
             uid: key.metadata.uid.clone()?,
@@ -351,8 +351,8 @@ impl Directory {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ApiKeyStatus;
-    use crate::test_support::key;
+    use crate::core::crd::ApiKeyStatus;
+    use crate::core::test_support::key;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     fn ready(name: &str, uid: &str, client_id: &str) -> ApiKey {

@@ -10,6 +10,7 @@
 
 pub mod authenticator;
 pub mod claims;
+pub mod cli;
 pub mod client_auth;
 pub mod clock;
 pub mod directory;

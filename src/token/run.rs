@@ -14,16 +14,16 @@ use futures::FutureExt as _;
 use kube::api::Api;
 
 use super::authenticator::{AuthLimits, Authenticator};
+use super::cli::TokenServerArgs;
 use super::directory::Directory;
 use super::metrics::TokenMetrics;
 use super::server::{self, HEADER_READ_TIMEOUT, IssuerConfig, MAX_HEADER_BYTES, TokenServer};
 use super::signing::Schedule;
 use super::signing_secret;
 use super::tls::TlsFiles;
-use crate::cli::TokenServerArgs;
-use crate::crd::ApiKey;
+use crate::core::crd::ApiKey;
+use crate::core::hashing::Hasher;
 use crate::error::{Error, Result};
-use crate::hashing::Hasher;
 
 /// Seconds of clock skew between this server and verifiers that a retired signing key is kept
 /// published beyond the last token it signed.
@@ -91,7 +91,7 @@ pub async fn run(
     // Each verification holds the hash's `m` KiB while it runs: at most this many at once, so
     // that memory stays bounded (4 x the default 46 MiB ceiling) even without a CPU limit.
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS));
-    let hasher = Hasher::new(crate::hashing::HashParams::default(), workers)?;
+    let hasher = Hasher::new(crate::core::hashing::HashParams::default(), workers)?;
     let limits = AuthLimits {
         remember_for: Duration::from_secs(args.remember_seconds),
         client_burst: args.client_failure_burst,
@@ -99,7 +99,7 @@ pub async fn run(
         address_burst: args.address_failure_burst,
         address_seconds_per_failure: args.address_seconds_per_failure,
         max_verifications_queued: args.max_verifications_queued.unwrap_or(8 * workers),
-        hash_ceiling: crate::hashing::HashParams {
+        hash_ceiling: crate::core::hashing::HashParams {
             memory_kib: args.max_hash_memory_kib,
             iterations: args.max_hash_iterations,
             parallelism: args.max_hash_parallelism,

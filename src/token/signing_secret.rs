@@ -45,9 +45,9 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, error, info, warn};
 
 use super::signing::{KeySet, Schedule};
+use crate::core::secret::MANAGED_BY_LABEL;
 use crate::error::{Error, Result};
-use crate::leader::{self, Leadership};
-use crate::secret::MANAGED_BY_LABEL;
+use crate::shared::leader::{self, Leadership};
 
 /// Default name of the Secret holding the signing keys.
 pub const DEFAULT_SECRET_NAME: &str = "apikey-token-signing-keys";

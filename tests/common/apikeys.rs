@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use apikey_operator::credentials::{ClientSecret, is_well_formed_client_id};
-use apikey_operator::hashing;
+use apikey_operator::core::credentials::{ClientSecret, is_well_formed_client_id};
+use apikey_operator::core::hashing;
 
 use super::{Operator, TempNamespace, b64decode, eventually, install_crd};
 

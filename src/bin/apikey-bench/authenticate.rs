@@ -20,9 +20,9 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use apikey_operator::credentials::{self, ClientSecret};
-use apikey_operator::hashing::{HashParams, Hasher};
-use apikey_operator::secret::{CLIENT_ID_KEY, CLIENT_SECRET_KEY, MANAGED_SELECTOR};
+use apikey_operator::core::credentials::{self, ClientSecret};
+use apikey_operator::core::hashing::{HashParams, Hasher};
+use apikey_operator::core::secret::{CLIENT_ID_KEY, CLIENT_SECRET_KEY, MANAGED_SELECTOR};
 use apikey_operator::token::claims::AccessTokenClaims;
 use apikey_operator::token::directory::{KeyEntry, SecretUsed};
 use apikey_operator::token::server::TOKEN_PATH;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use apikey_operator::crd::ApiKey;
+use apikey_operator::core::crd::ApiKey;
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -139,7 +139,7 @@ pub async fn list_bench_keys(api: &Api<ApiKey>) -> Result<Vec<String>> {
 /// A merge patch of the regenerate annotation, as `kubectl annotate --overwrite` sends it.
 pub fn regenerate_patch(value: &str) -> Value {
     json!({ "metadata": { "annotations": {
-        apikey_operator::crd::REGENERATE_ANNOTATION: value,
+        apikey_operator::core::crd::REGENERATE_ANNOTATION: value,
     } } })
 }
 

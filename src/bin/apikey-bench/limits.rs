@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use apikey_operator::crd::{ApiKey, ApiKeyStatus};
-use apikey_operator::credentials::{self, ClientSecret};
-use apikey_operator::events::{EventType, Events};
-use apikey_operator::hashing::{HashParams, Hasher};
-use apikey_operator::record::RecordKey;
-use apikey_operator::secret::{self, Credentials, ManagedSecret};
-use apikey_operator::status::{self, Outcome};
+use apikey_operator::core::crd::{ApiKey, ApiKeyStatus};
+use apikey_operator::core::credentials::{self, ClientSecret};
+use apikey_operator::core::hashing::{HashParams, Hasher};
+use apikey_operator::core::record::RecordKey;
+use apikey_operator::core::secret::{self, Credentials, ManagedSecret};
+use apikey_operator::core::status::{self, Outcome};
+use apikey_operator::operator::events::{EventType, Events};
 use futures::{StreamExt as _, TryStreamExt as _, stream};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

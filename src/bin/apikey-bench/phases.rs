@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use apikey_operator::crd::ApiKey;
-use apikey_operator::secret::{HANDLED_ANNOTATION, HASH_ANNOTATION, MANAGED_SELECTOR};
+use apikey_operator::core::crd::ApiKey;
+use apikey_operator::core::secret::{HANDLED_ANNOTATION, HASH_ANNOTATION, MANAGED_SELECTOR};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
