@@ -18,7 +18,7 @@
 //!   server refuses: 409 for a delete, 422 for a regeneration). One regenerate value
 //!   ([`new_request_value`]) serves every key of a request.
 //!
-//! Namespaces and names are checked ([`crate::admin::console::names`]) before any API call (`422`).
+//! Namespaces and names are checked ([`crate::core::names`]) before any API call (`422`).
 //! Each handler acts with the caller's client, each call bounded by [`CALL_TIMEOUT`] (`504`), and
 //! reports what the API server refuses in its own words ([`api_message`]).
 
@@ -374,7 +374,7 @@ where
 }
 
 /// Checks the keys of a bulk request before any call: 1 to [`MAX_KEYS`] of them, each with a
-/// namespace, a name ([`crate::admin::console::names`]) and a UID. Errors: what is wrong, naming the key.
+/// namespace, a name ([`crate::core::names`]) and a UID. Errors: what is wrong, naming the key.
 pub fn check_bulk(keys: &[KeyRef]) -> Result<(), String> {
     if keys.is_empty() {
         return Err("no keys selected".into());
