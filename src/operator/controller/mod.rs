@@ -1,22 +1,23 @@
 //! The controller: one kube-runtime `Controller` per watched scope (a namespace, or the whole
 //! cluster), fed by a watch of ApiKeys and a watch of the Secrets the operator manages, with the
-//! caches the reconcile reads instead of the API server (this module: [`run`], [`Context`]).
+//! caches the reconcile reads instead of the API server (this module: [`run`]).
 //!
+//! - `context.rs`: [`Context`], what every reconcile of one scope shares (client, caches,
+//!   metrics, backoff state).
 //! - `reconcile.rs`: [`reconcile`], one key read, decided by the core ([`crate::core::decision`]),
 //!   written, and its status brought in line; [`error_policy`], the backoff after a failure.
 //! - `writes.rs`: the writes a reconcile makes (the Secret, the status, events).
 //! - `watches.rs`: how the watches behave (backoff, re-lists, readiness, what is cached).
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{StreamExt as _, TryStreamExt as _, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::{Controller, Error as ControllerError};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 use tracing::{debug, info, warn};
@@ -24,21 +25,18 @@ use tracing::{debug, info, warn};
 use crate::core::crd::ApiKey;
 use crate::core::hashing::Hasher;
 use crate::core::record::RecordKey;
-use crate::core::rotation::{self};
 use crate::core::secret::{MANAGED_SELECTOR, MANAGER};
-use crate::error::Error;
 use crate::operator::events::Events;
 use crate::operator::health::Health;
-use crate::operator::metrics::Metrics;
-use crate::operator::outage::{self, Outage};
+use crate::operator::outage::Outage;
 use crate::operator::secret_cache::SecretCache;
-use crate::operator::siblings::Siblings;
-use crate::operator::targets::Targets;
 
+mod context;
 mod reconcile;
 mod watches;
 mod writes;
 
+pub use context::Context;
 pub use reconcile::{error_policy, reconcile};
 use watches::{
     WatchBackoff, WatchProbe, every, note_relist, only_events, probe_failing_watches, slim, synced,
@@ -49,109 +47,6 @@ use watches::{
 /// timer for all keys, as controller-runtime's resync period, rather than a scheduled requeue per
 /// key, which kept an entry per key in kube-runtime's scheduler (about 0.3 KiB each, for ever).
 const RESYNC: Duration = Duration::from_secs(3600);
-/// What every reconcile of one watched scope shares.
-pub struct Context {
-    /// Kubernetes client.
-    pub client: Client,
-    /// Publishes events on ApiKeys.
-    pub events: Events,
-    /// argon2id on a bounded blocking pool.
-    pub hasher: Hasher,
-    /// Cache of the ApiKeys in scope.
-    pub keys: Store<ApiKey>,
-    /// The ApiKeys of each user, beside `keys` (for the one-key-per-user rule).
-    pub siblings: Siblings,
-    /// What the operator keeps of the Secrets it manages (selected by label).
-    pub secrets: SecretCache,
-    /// The ApiKeys that write each Secret name, beside `keys` (to map Secret events to keys).
-    pub targets: Targets,
-    /// The key that seals the operator's records.
-    pub record_key: RecordKey,
-    /// Metrics shared by all scopes.
-    pub metrics: Arc<Metrics>,
-    /// The API server outage going on, if any, logged once for all keys.
-    pub outage: Arc<Outage>,
-    /// The shortest rotation interval the operator accepts (see [`crate::core::rotation::Policy::of`]).
-    pub min_rotation_interval: Duration,
-    /// Consecutive failures per ApiKey, for exponential backoff.
-    failures: Mutex<HashMap<ObjectRef<ApiKey>, u32>>,
-    /// Per ApiKey, the resourceVersion that the operator's last status write replaced: a cached
-    /// copy still at that version is stale, and the watch is about to deliver the new one.
-    superseded: Mutex<HashMap<ObjectRef<ApiKey>, String>>,
-}
-
-impl Context {
-    /// A context over these parts; the record key is the Secret cache's.
-    pub fn new(
-        client: Client,
-        events: Events,
-        hasher: Hasher,
-        keys: Store<ApiKey>,
-        secrets: SecretCache,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            client,
-            events,
-            hasher,
-            keys,
-            siblings: Siblings::default(),
-            record_key: secrets.record_key().clone(),
-            secrets,
-            targets: Targets::default(),
-            metrics,
-            outage: Arc::default(),
-            min_rotation_interval: rotation::DEFAULT_MIN_INTERVAL,
-            failures: Mutex::default(),
-            superseded: Mutex::default(),
-        }
-    }
-
-    /// Logs a failure of `subject` once per outage, or on its own when it is no outage.
-    fn report_failure(&self, subject: &str, error: &Error, retry_in: Duration) {
-        if outage::is_outage(error) {
-            self.outage.note_failure(subject, error);
-        } else {
-            warn!(apikey = subject, error = %error, ?retry_in, "reconcile failed");
-        }
-    }
-
-    /// Whether `key` is a cached copy older than the operator's own last status write to it. The
-    /// watch delivers the newer copy soon, and with it another reconcile: acting on this one
-    /// would only fail its precondition. Forgets the write once a newer copy is seen.
-    fn is_superseded(&self, key: &ApiKey) -> bool {
-        let Ok(mut superseded) = self.superseded.lock() else {
-            return false;
-        };
-        let object = ObjectRef::from_obj(key);
-        match superseded.get(&object) {
-            Some(version) if key.metadata.resource_version.as_ref() == Some(version) => true,
-            Some(_) => {
-                superseded.remove(&object);
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// Remembers that the status write to `key` replaced its version `replaced`.
-    fn wrote_status(&self, key: &ApiKey, replaced: Option<String>) {
-        if let (Ok(mut superseded), Some(version)) = (self.superseded.lock(), replaced) {
-            superseded.insert(ObjectRef::from_obj(key), version);
-        }
-    }
-
-    /// Forgets what was kept about a deleted ApiKey.
-    fn forget(&self, key: &ObjectRef<ApiKey>) {
-        if let Ok(mut superseded) = self.superseded.lock() {
-            superseded.remove(key);
-        }
-        if let Ok(mut failures) = self.failures.lock() {
-            failures.remove(key);
-        }
-    }
-}
-
 /// Settings of the controller.
 #[derive(Clone, Debug)]
 pub struct Settings {

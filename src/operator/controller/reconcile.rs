@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::operator::events::EventType;
 use crate::operator::rollout;
 
-use super::Context;
+use super::context::Context;
 use super::writes::{self, Adoption, New, StatusWrite, Written, adoptable, publish};
 
 /// How often a key in SecretConflict checks whether the foreign Secret has gone (Secrets that are

@@ -19,7 +19,7 @@ use crate::core::secret::{self, Credentials, MANAGED_BY_LABEL, MANAGER, ManagedS
 use crate::error::{Error, Result};
 use crate::operator::events::EventType;
 
-use super::Context;
+use super::context::Context;
 
 /// What became of a write the reconciler attempted.
 pub(super) enum Written {

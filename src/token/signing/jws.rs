@@ -1,7 +1,7 @@
 //! JWS signing and verification of access tokens (RFC 7515, RFC 9068): one ES256 key pair
 //! ([`SigningKey`]: its `kid`, its public JWK, a token signed with it), and a token verified
-//! against the [`KeySet`] that signed it ([`KeySet::verify`], [`VerifyError`]). The set itself,
-//! which keys it holds and when, is [`super`]'s.
+//! against the key its `kid` names ([`verify`], [`VerifyError`]). The set of keys, which keys it
+//! holds and when, is [`super`]'s; it knows nothing of this module but [`SigningKey`].
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -18,7 +18,6 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::KeySet;
 use crate::error::{Error, Result};
 
 /// The JWS algorithm of every token: ECDSA using P-256 and SHA-256 (RFC 7518 §3.4).
@@ -172,65 +171,43 @@ pub(super) fn thumbprint(x: &str, y: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-impl KeySet {
-    /// Signs `claims` with [`KeySet::signer`] at `now` (see [`SigningKey::sign`] for the header).
-    /// Errors ([`Error::Config`]) when no key signs at `now`, or the claims cannot be serialised.
-    pub fn sign<T: Serialize>(&self, claims: &T, now: i64) -> Result<String> {
-        self.signer(now)
-            .ok_or_else(|| Error::Config("no signing key is active yet".into()))?
-            .sign(claims)
+/// Verifies `token` with the key `key_of` gives for its `kid` header, and returns its claims;
+/// the checks and their sources are those of [`super::KeySet::verify`], which calls it with the set's
+/// keys. Errors say which check failed and never include the token.
+pub(super) fn verify<'k, T: DeserializeOwned>(
+    token: &str,
+    key_of: impl FnOnce(&str) -> Option<&'k SigningKey>,
+    issuer: &str,
+    audience: &str,
+    now: i64,
+) -> Result<T, VerifyError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
+    let typ_ok = header
+        .typ
+        .as_deref()
+        .is_some_and(|typ| ACCEPTED_TYPES.iter().any(|t| typ.eq_ignore_ascii_case(t)));
+    if !typ_ok {
+        return Err(VerifyError::WrongType);
     }
-
-    /// Verifies an access token this set signed (for introspection, RFC 7662) and returns its
-    /// claims:
-    /// - header (RFC 9068 §4): `typ` `at+jwt` or `application/at+jwt` (case-insensitive), `alg`
-    ///   `ES256`, `kid` one of the set's;
-    /// - the ES256 signature (RFC 7515 §5.2, RFC 7518 §3.4);
-    /// - `iss` equal to `issuer`, `aud` equal to or containing `audience` (RFC 7519 §4.1.1, §4.1.3);
-    /// - `exp` present and `now < exp`, `nbf` if present `nbf <= now` (RFC 7519 §4.1.4, §4.1.5),
-    ///   `now` in seconds since the epoch, with **no leeway**: introspection is answered by the
-    ///   issuer itself, whose replicas share one clock source, so a token past its `exp` is
-    ///   inactive (RFC 7662 §2.2);
-    /// - the claims deserialise into `T`.
-    ///
-    /// `jsonwebtoken` checks signature, algorithm, issuer, audience and the presence of `exp`,
-    /// `iss` and `aud`; the times are checked here against `now`, since `jsonwebtoken` reads the
-    /// system clock. Errors say which check failed and never include the token.
-    pub fn verify<T: DeserializeOwned>(
-        &self,
-        token: &str,
-        issuer: &str,
-        audience: &str,
-        now: i64,
-    ) -> Result<T, VerifyError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Malformed)?;
-        let typ_ok = header
-            .typ
-            .as_deref()
-            .is_some_and(|typ| ACCEPTED_TYPES.iter().any(|t| typ.eq_ignore_ascii_case(t)));
-        if !typ_ok {
-            return Err(VerifyError::WrongType);
-        }
-        if header.alg != Algorithm::ES256 {
-            return Err(VerifyError::WrongAlgorithm);
-        }
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| self.get(kid))
-            .ok_or(VerifyError::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.set_issuer(&[issuer]);
-        validation.set_audience(&[audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        validation.leeway = 0;
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
-            .map_err(|e| VerifyError::from_kind(e.kind()))?;
-        check_times(&data.claims, now)?;
-        serde_json::from_value(data.claims).map_err(|_| VerifyError::InvalidClaims)
+    if header.alg != Algorithm::ES256 {
+        return Err(VerifyError::WrongAlgorithm);
     }
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(key_of)
+        .ok_or(VerifyError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[audience]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+    validation.leeway = 0;
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    let data = jsonwebtoken::decode::<Value>(token, &key.decoding, &validation)
+        .map_err(|e| VerifyError::from_kind(e.kind()))?;
+    check_times(&data.claims, now)?;
+    serde_json::from_value(data.claims).map_err(|_| VerifyError::InvalidClaims)
 }
 
 /// Checks `exp` and `nbf` (RFC 7519 §4.1.4, §4.1.5; NumericDate may have a fraction, RFC 7519
@@ -254,7 +231,7 @@ fn check_times(claims: &Value, now: i64) -> Result<(), VerifyError> {
     }
 }
 
-/// Why [`KeySet::verify`] refused a token. No variant carries any part of the token.
+/// Why [`super::KeySet::verify`] refused a token. No variant carries any part of the token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// Not a JWS compact serialisation with a readable header and payload.

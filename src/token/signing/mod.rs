@@ -2,8 +2,9 @@
 //! RFC 7518 §3.4) it publishes as a JWK Set (RFC 7517 §5), how the set is stored, and the
 //! rotation schedule that decides when a key is added and when one is dropped: the key set's
 //! lifecycle. One key pair, and signing and verifying access tokens with it (RFC 7515, RFC 9068),
-//! are in `jws.rs` ([`SigningKey`], [`KeySet::sign`], [`KeySet::verify`]). Nothing here talks to
-//! the cluster: [`super::signing_secret`] stores a [`KeySet`] in a Secret and runs the schedule.
+//! are in `jws.rs` ([`SigningKey`], [`VerifyError`]); the set picks the key
+//! ([`KeySet::sign`], [`KeySet::verify`]). Nothing here talks to the cluster:
+//! [`super::signing_secret`] stores a [`KeySet`] in a Secret and runs the schedule.
 //!
 //! # Keys
 //!
@@ -44,6 +45,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -216,6 +218,39 @@ impl KeySet {
     /// `None` when none has started.
     pub fn signer(&self, now: i64) -> Option<&SigningKey> {
         self.keys.iter().rev().find(|k| k.active_from <= now)
+    }
+
+    /// Signs `claims` with [`KeySet::signer`] at `now` (see [`SigningKey::sign`] for the header).
+    /// Errors ([`Error::Config`]) when no key signs at `now`, or the claims cannot be serialised.
+    pub fn sign<T: Serialize>(&self, claims: &T, now: i64) -> Result<String> {
+        self.signer(now)
+            .ok_or_else(|| Error::Config("no signing key is active yet".into()))?
+            .sign(claims)
+    }
+
+    /// Verifies an access token this set signed (for introspection, RFC 7662) and returns its
+    /// claims (the checks are in `jws.rs`):
+    /// - header (RFC 9068 §4): `typ` `at+jwt` or `application/at+jwt` (case-insensitive), `alg`
+    ///   `ES256`, `kid` one of the set's;
+    /// - the ES256 signature (RFC 7515 §5.2, RFC 7518 §3.4);
+    /// - `iss` equal to `issuer`, `aud` equal to or containing `audience` (RFC 7519 §4.1.1, §4.1.3);
+    /// - `exp` present and `now < exp`, `nbf` if present `nbf <= now` (RFC 7519 §4.1.4, §4.1.5),
+    ///   `now` in seconds since the epoch, with **no leeway**: introspection is answered by the
+    ///   issuer itself, whose replicas share one clock source, so a token past its `exp` is
+    ///   inactive (RFC 7662 §2.2);
+    /// - the claims deserialise into `T`.
+    ///
+    /// `jsonwebtoken` checks signature, algorithm, issuer, audience and the presence of `exp`,
+    /// `iss` and `aud`; the times are checked here against `now`, since `jsonwebtoken` reads the
+    /// system clock. Errors say which check failed and never include the token.
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: i64,
+    ) -> Result<T, VerifyError> {
+        jws::verify(token, |kid| self.get(kid), issuer, audience, now)
     }
 
     /// What the set must become at `now` (seconds since the epoch) under `schedule`, or `None`
